@@ -1,0 +1,6 @@
+"""`python -m segdistill_cli` = `segdistill`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,75 @@
+"""The `segdistill` command line: a Typer app assembled from `segdistill_cli/commands/*`.
+
+Each module in `commands/` owns one command (or command group), exposes `ORDER` (its place in
+`--help`) and `register(app)`, and keeps logic in the library. Modules are discovered so that
+adding a command never means editing this file. Nothing here imports Paddle (`--help` < 1 s).
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from typing import Sequence
+
+import typer
+
+from . import __version__, commands
+from .errors import SegDistillError
+from .commands._common import print_error
+
+app = typer.Typer(
+    name="segdistill",
+    help="Knowledge distillation for semantic segmentation on PaddlePaddle: "
+    "fetch | inspect-vars | train | eval, faithful to the legacy PaddleSeg recipe.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"segdistill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Knowledge distillation for semantic segmentation on PaddlePaddle."""
+
+
+def _register_commands() -> None:
+    modules = []
+    for info in pkgutil.iter_modules(commands.__path__):
+        if info.name.startswith("_"):
+            continue
+        modules.append(importlib.import_module(f"{commands.__name__}.{info.name}"))
+    for module in sorted(modules, key=lambda m: getattr(m, "ORDER", 100)):
+        module.register(app)
+
+
+_register_commands()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code (0 ok, 1 failure, 2 usage/config error, 130 Ctrl-C)."""
+    try:
+        app(args=list(argv) if argv is not None else None, prog_name="segdistill")
+    except SystemExit as exc:  # standalone mode always exits; usage errors arrive here as code 2
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except SegDistillError as exc:
+        print_error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per command (or group). Each has `ORDER` and `register(app)`; see `cli.py`."""

@@ -1,0 +1,71 @@
+"""What every command shares: the config options, the consoles, error and problem printing."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from ..config import Configs, Problem, fatal, load_configs, validate
+from ..errors import ConfigError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# Options shared by the commands that read configs. Legacy spellings are aliases.
+CFG_HELP = "Student config (legacy PaddleSeg YAML)."
+TEACHER_CFG_HELP = "Teacher config (legacy PaddleSeg YAML)."
+SET_HELP = "Override a student config key, e.g. --set SOLVER.LR=0.01 (repeatable)."
+TEACHER_SET_HELP = "Override a teacher config key, e.g. --teacher-set MODEL.DEEPLAB.OUTPUT_STRIDE=8."
+
+
+def cfg_option(required: bool = True):
+    return typer.Option(... if required else None, "--cfg", help=CFG_HELP,
+                        dir_okay=False, show_default=False)
+
+
+def teacher_cfg_option():
+    return typer.Option(None, "--teacher-cfg", "--teacher_cfg", help=TEACHER_CFG_HELP,
+                        dir_okay=False, show_default=False)
+
+
+def set_option():
+    return typer.Option(None, "--set", help=SET_HELP, metavar="KEY=VALUE", show_default=False)
+
+
+def teacher_set_option():
+    return typer.Option(None, "--teacher-set", help=TEACHER_SET_HELP, metavar="KEY=VALUE",
+                        show_default=False)
+
+
+def read_configs(cfg: Optional[Path], teacher_cfg: Optional[Path],
+                 sets: Optional[List[str]], teacher_sets: Optional[List[str]]) -> Configs:
+    return load_configs(cfg, teacher_cfg, sets or (), teacher_sets or ())
+
+
+def print_error(message: str) -> None:
+    """One line on stderr, never wrapped (scripts grep it)."""
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True,
+                      highlight=False, emoji=False)
+
+
+def print_problems(problems: List[Problem]) -> None:
+    for p in problems:
+        tag = "[red]error[/]" if p.fatal else "[yellow]warning[/]"
+        err_console.print(f"{tag}: {p}", soft_wrap=True, emoji=False)
+
+
+def require_valid(configs: Configs, purpose: str, **kwargs) -> None:
+    """The validate step every command runs before doing work: print all, fail on fatal ones."""
+    problems = validate(configs, purpose, **kwargs)
+    print_problems(problems)
+    bad = fatal(problems)
+    if bad:
+        more = f" (and {len(bad) - 1} more above)" if len(bad) > 1 else ""
+        raise ConfigError(f"{bad[0]}{more}")
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()

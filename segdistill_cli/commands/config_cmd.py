@@ -1,0 +1,66 @@
+"""`segdistill config show|check`: the resolved configs exactly as the other commands use them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+import yaml
+
+from ..config import validate, fatal, PURPOSES
+from ..errors import ConfigError
+from ._common import (cfg_option, console, print_problems, read_configs, set_option,
+                      teacher_cfg_option, teacher_set_option)
+
+ORDER = 90
+
+config_app = typer.Typer(help="Show or check the resolved configs.", no_args_is_help=True)
+
+
+@config_app.command("show")
+def show(
+    cfg: Path = cfg_option(),
+    teacher_cfg: Optional[Path] = teacher_cfg_option(),
+    set_: Optional[List[str]] = set_option(),
+    teacher_set: Optional[List[str]] = teacher_set_option(),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object {student, teacher}."),
+) -> None:
+    """Print the resolved student (and teacher) config, defaults and overrides applied."""
+    configs = read_configs(cfg, teacher_cfg, set_, teacher_set)
+    resolved = {"student": configs.student.to_plain(),
+                "teacher": configs.teacher.to_plain() if configs.teacher else None}
+    if as_json:
+        typer.echo(json.dumps(resolved, indent=2))
+        return
+    for role, data in resolved.items():
+        if data is None:
+            continue
+        source = configs.student.source if role == "student" else configs.teacher.source
+        console.rule(f"[bold]{role}[/] ({source})")
+        console.print(yaml.safe_dump(data, sort_keys=False, default_flow_style=None), end="",
+                      markup=False)
+
+
+@config_app.command("check")
+def check(
+    cfg: Path = cfg_option(),
+    teacher_cfg: Optional[Path] = teacher_cfg_option(),
+    set_: Optional[List[str]] = set_option(),
+    teacher_set: Optional[List[str]] = teacher_set_option(),
+    purpose: str = typer.Option("train", help="What the configs are for: " + ", ".join(PURPOSES)),
+) -> None:
+    """Validate the configs against the filesystem (list files, crop sizes, weight folders)."""
+    if purpose not in PURPOSES:
+        raise ConfigError(f"--purpose: {purpose!r} is not one of {', '.join(PURPOSES)}")
+    configs = read_configs(cfg, teacher_cfg, set_, teacher_set)
+    problems = validate(configs, purpose)
+    print_problems(problems)
+    bad = fatal(problems)
+    if bad:
+        raise ConfigError(f"{len(bad)} problem(s) in the configs, first: {bad[0]}")
+    console.print("[green]ok[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(config_app, name="config")

@@ -1,0 +1,19 @@
+"""The one place that imports Paddle.
+
+Paddle 2.6.2's libpaddle exports zlib symbols; if the interpreter's zlib is a shared module that is
+first loaded *after* Paddle, later gzip/zlib use segfaults (reference/paddle-compat.md §1). So zlib is
+imported first, always, and every module gets Paddle from here.
+"""
+from __future__ import annotations
+
+import zlib  # noqa: F401  (must precede the first `import paddle`; see module docstring)
+from types import ModuleType
+
+
+def import_paddle() -> ModuleType:
+    """Import Paddle in static-graph mode (legacy IR) and return the module."""
+    import paddle
+
+    if paddle.in_dynamic_mode():
+        paddle.enable_static()
+    return paddle
