@@ -1,0 +1,295 @@
+"""The one config loader and `segdistill config show|check`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from segdistill_cli.cli import main
+from segdistill_cli.config import (DEFAULT_DISTILL, default_config, load_config, load_configs,
+                                   validate)
+from segdistill_cli.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDENT = ROOT / "configs" / "cityscape.yaml"
+TEACHER = ROOT / "configs" / "cityscape_teacher.yaml"
+
+
+def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ---- the tutorial YAMLs --------------------------------------------------------------------
+
+
+def test_tutorial_student_yaml_loads_with_legacy_values():
+    cfg = load_config(STUDENT)
+    assert cfg.TRAIN_CROP_SIZE == (769, 769)
+    assert cfg.EVAL_CROP_SIZE == (2049, 1025)
+    assert cfg.BATCH_SIZE == 16
+    assert cfg.SOLVER.LR == pytest.approx(0.001)
+    assert cfg.SOLVER.NUM_EPOCHS == 100
+    assert cfg.MODEL.DEEPLAB.BACKBONE == "mobilenet"
+    assert cfg.MODEL.DEEPLAB.ENCODER_WITH_ASPP is False
+    assert cfg.MODEL.DEEPLAB.ENABLE_DECODER is False
+    # u"pretrained_model/x" is a legacy Python-2 literal inside a YAML plain scalar.
+    assert cfg.TRAIN.PRETRAINED_MODEL_DIR == "pretrained_model/mobilenet_cityscapes"
+    assert cfg.AUG.FIX_RESIZE_SIZE == (640, 640)
+    assert cfg.AUG.FLIP is True and cfg.AUG.FLIP_RATIO == pytest.approx(0.2)
+    # Keys the YAML does not set keep the legacy defaults.
+    assert cfg.SOLVER.WEIGHT_DECAY == pytest.approx(4e-5)
+    assert cfg.MODEL.DEEPLAB.OUTPUT_STRIDE == 16
+    assert cfg.MODEL.BN_MOMENTUM == pytest.approx(0.99)
+    assert cfg.DATASET.PADDING_VALUE == [127.5, 127.5, 127.5]
+    assert cfg.distill_pairs == DEFAULT_DISTILL
+
+
+def test_tutorial_teacher_yaml_loads_and_stays_independent():
+    configs = load_configs(STUDENT, TEACHER, ["SOLVER.LR=0.01"], ["MODEL.DEEPLAB.OUTPUT_STRIDE=8"])
+    student, teacher = configs.student, configs.teacher
+    assert teacher.MODEL.DEEPLAB.BACKBONE == "xception_65"
+    assert teacher.MODEL.DEEPLAB.ENCODER_WITH_ASPP is True
+    assert teacher.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR == "pretrained_model/xception65_bn_cityscapes"
+    # --set only touches the student, --teacher-set only the teacher.
+    assert student.SOLVER.LR == pytest.approx(0.01)
+    assert teacher.SOLVER.LR == pytest.approx(0.001)
+    assert teacher.MODEL.DEEPLAB.OUTPUT_STRIDE == 8
+    assert student.MODEL.DEEPLAB.OUTPUT_STRIDE == 16
+    # The legacy overlay leaked SLIM.* from the teacher into the student; here it does not.
+    assert student.SLIM.KNOWLEDGE_DISTILL is False
+    assert student.MODEL.DEEPLAB.BACKBONE == "mobilenet"
+    # Mutating one never changes the other or the defaults.
+    teacher.MEAN.append(1.0)
+    assert student.MEAN == [0.5, 0.5, 0.5]
+    assert default_config().MEAN == [0.5, 0.5, 0.5]
+
+
+# ---- parsing ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text,key,expected", [
+    ("SOLVER.LR=0.5", ("SOLVER", "LR"), 0.5),
+    ("SOLVER.WEIGHT_DECAY=4e-5", ("SOLVER", "WEIGHT_DECAY"), 4e-5),
+    ("TRAIN_CROP_SIZE=(65, 33)", ("TRAIN_CROP_SIZE",), (65, 33)),
+    ("TRAIN_CROP_SIZE=[65, 33]", ("TRAIN_CROP_SIZE",), (65, 33)),
+    ("AUG.MIRROR=false", ("AUG", "MIRROR"), False),
+    ("AUG.RICH_CROP.BLUR=True", ("AUG", "RICH_CROP", "BLUR"), True),
+    ("DATASET.DATA_DIR=2024", ("DATASET", "DATA_DIR"), "2024"),
+    ("MEAN=[0.4, 0.4, 0.4]", ("MEAN",), [0.4, 0.4, 0.4]),
+    ("MODEL.DEEPLAB.DEPTH_MULTIPLIER=0.5", ("MODEL", "DEEPLAB", "DEPTH_MULTIPLIER"), 0.5),
+    ("SOLVER.CROSS_ENTROPY_WEIGHT=dynamic", ("SOLVER", "CROSS_ENTROPY_WEIGHT"), "dynamic"),
+])
+def test_overrides_are_parsed_like_yaml_scalars(text, key, expected):
+    cfg = load_config(STUDENT, [text])
+    node = cfg
+    for part in key:
+        node = node[part]
+    assert node == expected
+
+
+def test_nested_sections_and_dotted_keys_in_yaml(tmp_path):
+    path = write(tmp_path, "MODEL.DEEPLAB:\n  OUTPUT_STRIDE: 8\nSOLVER:\n  LR: '0.02'\n")
+    cfg = load_config(path)
+    assert cfg.MODEL.DEEPLAB.OUTPUT_STRIDE == 8
+    assert cfg.SOLVER.LR == pytest.approx(0.02)
+
+
+def test_padding_value_follows_mean(tmp_path):
+    cfg = load_config(write(tmp_path, "MEAN: [0.4, 0.5, 0.6]\n"))
+    assert cfg.DATASET.PADDING_VALUE == pytest.approx([102.0, 127.5, 153.0])
+
+
+# ---- errors --------------------------------------------------------------------------------
+
+
+def test_unknown_key_names_key_file_and_suggestion(tmp_path):
+    path = write(tmp_path, "SOLVER:\n  LRR: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "SOLVER.LRR" in message and str(path) in message and "did you mean SOLVER.LR" in message
+    assert err.value.exit_code == 2
+
+
+def test_unknown_top_level_section(tmp_path):
+    with pytest.raises(ConfigError, match=r"TRAINN.*did you mean TRAIN"):
+        load_config(write(tmp_path, "TRAINN:\n  SNAPSHOT_EPOCH: 1\n"))
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("BATCH_SIZE=abc", "expected an integer"),
+    ("BATCH_SIZE=0", "positive integer"),
+    ("TRAIN_CROP_SIZE=(769,)", "(width, height)"),
+    ("AUG.AUG_METHOD=zoom", "one of 'unpadding', 'stepscaling', 'rangescaling'"),
+    ("MODEL.DEEPLAB.BACKBONE=resnet", "xception_65"),
+    ("MODEL.DEEPLAB.OUTPUT_STRIDE=32", "one of 8, 16"),
+    ("AUG.MIRROR=maybe", "true or false"),
+    ("SOLVER.LR=fast", "a number"),
+    ("STD=[0, 0.5, 0.5]", "non-zero"),
+])
+def test_wrong_values_name_key_value_and_what_is_allowed(override, fragment):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError) as err:
+        load_config(STUDENT, [override])
+    assert key in str(err.value) and fragment in str(err.value)
+
+
+def test_missing_config_file_names_path(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    path = write(tmp_path, "SOLVER:\n  LR: 0.1\n  bad: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: line \d+ is not valid YAML"):
+        load_config(path)
+
+
+def test_override_without_equals_is_a_usage_error():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(STUDENT, ["SOLVER.LR"])
+
+
+# ---- DISTILL -------------------------------------------------------------------------------
+
+
+def test_distill_section_is_parsed_and_normalised(tmp_path):
+    path = write(tmp_path, """
+DISTILL:
+  - TEACHER: logits
+    STUDENT: logits
+    LOSS: KL
+    WEIGHT: 1
+    TEMPERATURE: 2
+  - TEACHER: [backbone.stride4, backbone.out]
+    STUDENT: [backbone.stride4, backbone.out]
+    LOSS: fsp
+    WEIGHT: 0.01
+  - teacher: aspp.out
+    student: backbone.out
+    loss: custom
+    function: "mypkg.losses:my_loss"
+    adapter: conv1x1
+    options: {margin: 1.0}
+""")
+    pairs = load_config(path).distill_pairs
+    assert pairs[0] == {"TEACHER": "logits", "STUDENT": "logits", "LOSS": "kl", "WEIGHT": 1.0,
+                        "TEMPERATURE": 2.0, "NAME": "kl_0"}
+    assert pairs[1]["TEACHER"] == ["backbone.stride4", "backbone.out"]
+    assert pairs[2]["FUNCTION"] == "mypkg.losses:my_loss" and pairs[2]["ADAPTER"] == "conv1x1"
+    assert pairs[2]["OPTIONS"] == {"margin": 1.0}
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ("- {TEACHER: logits, STUDENT: logits, LOSS: mse}", "DISTILL[0].LOSS"),
+    ("- {TEACHER: logits, LOSS: l2}", "missing STUDENT"),
+    ("- {TEACHER: logits, STUDENT: logits, WEIGHT: -1}", "DISTILL[0].WEIGHT"),
+    ("- {TEACHER: logits, STUDENT: logits, LOSS: kl, TEMPERATURE: 0}", "number > 0"),
+    ("- {TEACHER: logits, STUDENT: logits, LOSS: fsp}", "2 variable name(s) for LOSS fsp"),
+    ("- {TEACHER: logits, STUDENT: logits, LOSS: custom}", "DISTILL[0].FUNCTION"),
+    ("- {TEACHER: logits, STUDENT: logits, WIEGHT: 1}", "did you mean WEIGHT"),
+    ("- {TEACHER: logits, STUDENT: logits, ADAPTER: conv3x3}", "none or conv1x1"),
+    ("{TEACHER: logits}", "a list of pairs"),
+])
+def test_distill_errors(tmp_path, body, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "DISTILL:\n  " + body.replace("\n", "\n  ") + "\n"))
+    assert fragment in str(err.value)
+
+
+# ---- validate --------------------------------------------------------------------------------
+
+
+def test_validate_reports_every_filesystem_problem(tmp_path):
+    configs = load_configs(STUDENT, TEACHER, [f"DATASET.DATA_DIR={tmp_path}/none",
+                                              f"DATASET.TRAIN_FILE_LIST={tmp_path}/t.list",
+                                              f"DATASET.VAL_FILE_LIST={tmp_path}/v.list",
+                                              "TRAIN_CROP_SIZE=()"],
+                           [f"SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR={tmp_path}/teacher"])
+    problems = {p.key: p for p in validate(configs, "train")}
+    assert set(problems) >= {"TRAIN_CROP_SIZE", "DATASET.TRAIN_FILE_LIST", "DATASET.VAL_FILE_LIST",
+                             "DATASET.DATA_DIR", "SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR",
+                             "TRAIN.PRETRAINED_MODEL_DIR"}
+    assert "random teacher" in problems["SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR"].message
+    assert problems["TRAIN.PRETRAINED_MODEL_DIR"].fatal is False  # legacy: tolerated, but said
+
+
+def test_validate_passes_on_a_complete_setup(tmp_path):
+    (tmp_path / "t.list").write_text("a b\n")
+    (tmp_path / "v.list").write_text("a b\n")
+    (tmp_path / "teacher").mkdir()
+    configs = load_configs(STUDENT, TEACHER, [f"DATASET.DATA_DIR={tmp_path}",
+                                              f"DATASET.TRAIN_FILE_LIST={tmp_path}/t.list",
+                                              f"DATASET.VAL_FILE_LIST={tmp_path}/v.list",
+                                              "TRAIN.PRETRAINED_MODEL_DIR="],
+                           [f"SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR={tmp_path}/teacher"])
+    assert validate(configs, "train") == []
+
+
+# ---- the CLI ---------------------------------------------------------------------------------
+
+
+def test_config_show_json_round_trips(capsys):
+    code = main(["config", "show", "--cfg", str(STUDENT), "--teacher-cfg", str(TEACHER),
+                 "--set", "SOLVER.LR=0.01", "--json"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["student"]["TRAIN_CROP_SIZE"] == [769, 769]
+    assert data["student"]["SOLVER"]["LR"] == 0.01
+    assert data["teacher"]["SOLVER"]["LR"] == 0.001
+    assert data["teacher"]["MODEL"]["DEEPLAB"]["BACKBONE"] == "xception_65"
+    # The printed config, fed back as a YAML file, yields the same config.
+    again = load_config(None, [f"{k}={json.dumps(v)}" for k, v in data["student"].items()])
+    assert again.to_plain() == data["student"]
+
+
+def test_legacy_flag_spelling_is_accepted(capsys):
+    assert main(["config", "show", "--cfg", str(STUDENT), "--teacher_cfg", str(TEACHER),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["teacher"] is not None
+
+
+def test_unknown_key_exits_2_naming_it(capsys):
+    code = main(["config", "show", "--cfg", str(STUDENT), "--set", "SOLVER.LRR=1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "SOLVER.LRR" in err and "did you mean SOLVER.LR" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_config_check_reports_problems_and_exits_2(capsys, tmp_path):
+    code = main(["config", "check", "--cfg", str(STUDENT),
+                 "--set", f"DATASET.TRAIN_FILE_LIST={tmp_path}/missing.list"])
+    out = capsys.readouterr()
+    assert code == 2
+    assert "missing.list" in out.err
+
+
+def test_config_check_ok(capsys, tmp_path):
+    (tmp_path / "t.list").write_text("a b\n")
+    code = main(["config", "check", "--cfg", str(STUDENT), "--purpose", "eval",
+                 "--set", f"DATASET.VAL_FILE_LIST={tmp_path}/t.list",
+                 "--set", f"DATASET.DATA_DIR={tmp_path}"])
+    assert code == 0
+    assert "ok" in capsys.readouterr().out
+
+
+def test_missing_required_option_is_a_usage_error(capsys):
+    assert main(["config", "show"]) == 2
+
+
+def test_help_is_fast_and_does_not_import_paddle():
+    script = ("import sys, time; t=time.time(); from segdistill_cli.cli import main\n"
+              "code = main(['--help']); assert 'paddle' not in sys.modules, 'paddle imported'\n"
+              "print(time.time()-t)")
+    start = time.time()
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=ROOT, check=True)
+    assert float(out.stdout.strip().splitlines()[-1]) < 1.0
+    assert time.time() - start < 5
