@@ -15,7 +15,7 @@ import typer
 
 from . import __version__, commands
 from .errors import SegDistillError
-from .commands._common import print_error
+from .commands._common import print_error, remember_argv
 
 app = typer.Typer(
     name="segdistill",
@@ -57,8 +57,10 @@ _register_commands()
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 1 failure, 2 usage/config error, 130 Ctrl-C)."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    remember_argv(args)
     try:
-        app(args=list(argv) if argv is not None else None, prog_name="segdistill")
+        app(args=args, prog_name="segdistill")
     except SystemExit as exc:  # standalone mode always exits; usage errors arrive here as code 2
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

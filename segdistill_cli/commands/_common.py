@@ -67,5 +67,17 @@ def require_valid(configs: Configs, purpose: str, **kwargs) -> None:
         raise ConfigError(f"{bad[0]}{more}")
 
 
+_ARGV: List[str] = []
+
+
+def remember_argv(argv: List[str]) -> None:
+    """Keep the command line as given: the launcher re-runs it in each worker, run.json records it."""
+    _ARGV[:] = argv
+
+
+def current_argv() -> List[str]:
+    return list(_ARGV)
+
+
 def is_terminal() -> bool:
     return sys.stdout.isatty()

@@ -1,0 +1,114 @@
+"""Turn resolved DISTILL pairs into weighted loss terms inside the merged training program.
+
+The trainer's order (compat §3: ONE name generator for student, losses and optimizer, otherwise
+two ops can write the same temp name, e.g. `reshape2_0.tmp_0`):
+
+    from paddle.base import unique_name
+    gen = unique_name.UniqueNameGenerator()
+    with unique_name.guard(gen):                        # student
+        build student into (main, startup)
+    build teacher under its own guard; run its startup / load weights in teacher_scope
+    pairs = resolve_pairs(cfg.distill_pairs, main, teacher_main, s_aliases, t_aliases)
+    merge_teacher(teacher_main, main, place, teacher_scope, scope)
+    with unique_name.guard(gen):                        # same generator again
+        distill = add_distill_losses(main, startup, pairs, mask=mask)
+        total = student_loss + distill.total
+        optimizer.minimize(total)
+    check_teacher_frozen(main)
+    run startup in scope (initialises student AND adapter params), then load student weights
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from ..errors import SegDistillError
+from ..paddle_env import import_paddle
+from .adapters import apply_adapter
+from .custom import accepts_mask, call_custom
+from .losses import LOSS_BUILDERS, MASKED_LOSSES, valid_mask
+from .pairs import ResolvedPair
+
+paddle = import_paddle()
+
+
+@dataclass
+class DistillLosses:
+    """`terms`: pair NAME -> WEIGHT * loss (scalar Variables, fetch them for logs); `total`: sum."""
+
+    terms: dict[str, Any]
+    total: Any
+
+
+def add_distill_losses(program: Any, startup_program: Any, pairs: Sequence[ResolvedPair],
+                       mask: Optional[Any] = None, label: Optional[Any] = None,
+                       ignore_index: int = 255) -> DistillLosses:
+    """Append adapters and WEIGHTED losses for `pairs` to the merged `program`.
+
+    Call under the student's unique_name generator (module docstring). `mask` (int [N,1,H,W],
+    1 = valid, the legacy feed) or `label` + `ignore_index` feed the masked losses (kl) and custom
+    functions that ask for a mask; kl without either raises SegDistillError.
+    """
+    if not pairs:
+        raise SegDistillError("no distillation pairs to build")
+    terms: dict[str, Any] = {}
+    first_new_op = len(program.global_block().ops)
+    with paddle.static.program_guard(program, startup_program):
+        for pair in pairs:
+            students = [apply_adapter(_var(program, n, pair, "STUDENT"), plan)
+                        for n, plan in zip(pair.student, pair.adapters)]
+            teachers = [_var(program, n, pair, "TEACHER") for n in pair.teacher]
+            pair_mask = _mask_for(pair, students[0], mask, label, ignore_index)
+            terms[pair.name] = _loss(pair, students, teachers, pair_mask) * pair.weight
+        total = paddle.add_n(list(terms.values())) if len(terms) > 1 else next(iter(terms.values()))
+    _check_no_name_clash(program, first_new_op)
+    return DistillLosses(terms=terms, total=total)
+
+
+def _check_no_name_clash(program: Any, first_new_op: int) -> None:
+    """Fail now, not at step 1 with a broadcast error, if a new op overwrites an existing var.
+
+    That happens when the losses are built under another unique_name generator than the student
+    (compat §3): both then generate e.g. `conv2d_0.tmp_0`.
+    """
+    ops = program.global_block().ops
+    existing = {name for op in ops[:first_new_op] for name in op.output_arg_names}
+    for op in ops[first_new_op:]:
+        clash = existing.intersection(op.output_arg_names)
+        if clash:
+            raise SegDistillError(
+                f"distillation op {op.type!r} writes {sorted(clash)[0]!r}, which the student "
+                "already writes: build the student, the losses and the optimizer under ONE "
+                "unique_name generator")
+
+
+def _var(program: Any, name: str, pair: ResolvedPair, side: str) -> Any:
+    block = program.global_block()
+    if not block.has_var(name):
+        hint = " (was the teacher merged into this program?)" if side == "TEACHER" else ""
+        raise SegDistillError(f"{pair.where}.{side}: variable {name!r} is not in the training "
+                              f"program{hint}")
+    return block.var(name)
+
+
+def _mask_for(pair: ResolvedPair, like: Any, mask: Optional[Any], label: Optional[Any],
+              ignore_index: int) -> Optional[Any]:
+    if pair.loss == "custom":  # at label resolution, and only for functions that take it
+        if not accepts_mask(pair.function):
+            return None
+        return valid_mask(label if mask is None else mask, mask, label, ignore_index)
+    if pair.loss not in MASKED_LOSSES:
+        return None
+    if mask is None and label is None:
+        raise SegDistillError(f"{pair.where}: LOSS {pair.loss} needs the label or mask variable "
+                              "to ignore IGNORE_INDEX pixels")
+    return valid_mask(like, mask, label, ignore_index)
+
+
+def _loss(pair: ResolvedPair, students: list, teachers: list, mask: Optional[Any]) -> Any:
+    if pair.loss == "custom":
+        student = students if pair.student_is_list else students[0]
+        teacher = teachers if pair.teacher_is_list else teachers[0]
+        return call_custom(pair.function, student, teacher, dict(pair.options), mask,
+                           f"{pair.where} ({pair.function_spec})")
+    return LOSS_BUILDERS[pair.loss](students, teachers, pair.options, mask)

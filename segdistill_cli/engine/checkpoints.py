@@ -1,0 +1,377 @@
+"""Checkpoints that survive crashes: written to a temporary folder, then renamed into place.
+
+Layout (legacy `fluid.save` names, reference §1.4), `<MODEL_SAVE_DIR>/<name>/` with name = the
+epoch number, `final` or `best_model`:
+
+* `model.pdparams` — pickled `{name: ndarray}` of the **student's** Parameters, BN moving
+  statistics included. This is what eval / export / legacy tools read (`paddle.static.load`
+  and legacy `fluid.load` accept it). No `teacher_*` variables (the teacher has its own weights
+  and legacy stored ~300 MB of them in every snapshot), no distillation adapters.
+* `model.pdopt` — pickled `{name: ndarray}` of everything else a resumed run needs: optimizer
+  accumulators (momentum velocities, Adam moments and beta powers), the LR variable, and the
+  distillation adapters' Parameters (names starting with `distill_adapter_`: trained, but not
+  part of the student a user deploys). Plus `"LR_Scheduler": scheduler.state_dict()` (the key
+  Paddle's own optimizer state dicts use).
+* `meta.json` — epoch, global step, LR step, best mIoU so far, config digest, segdistill
+  version, time. Written **last**: a folder without it is incomplete and never used.
+
+Writing: `<save_dir>/.<name>.tmp-<pid>/` gets the three files (each fsync'd), then it replaces
+`<name>/` by renames (old one moved aside to `.<name>.old-<pid>`, new one renamed in, old one
+deleted). A crash at any point leaves either the old or the new complete checkpoint.
+`clean_stale(save_dir)` removes temp folders of writers that no longer run and puts back an
+`.old` folder whose replacement never arrived.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .. import __version__
+from ..errors import SegDistillError
+
+PARAMS_FILE = "model.pdparams"
+OPT_FILE = "model.pdopt"
+META_FILE = "meta.json"
+LR_SCHEDULER_KEY = "LR_Scheduler"
+TEACHER_PREFIXES: Tuple[str, ...] = ("teacher_",)
+ADAPTER_PREFIXES: Tuple[str, ...] = ("distill_adapter_",)
+# Test hook: seconds to sleep after each file of a save (lets a test kill a writer mid-save).
+PAUSE_ENV = "SEGDISTILL_TEST_SAVE_PAUSE"
+
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading variables out of a scope / into a scope
+# ---------------------------------------------------------------------------------------------
+
+
+def _paddle():
+    from ..paddle_env import import_paddle
+
+    return import_paddle()
+
+
+def _is_tensor_var(var: Any) -> bool:
+    core = _paddle().base.core
+    return var.persistable and var.type == core.VarDesc.VarType.LOD_TENSOR
+
+
+def _is_parameter(var: Any) -> bool:
+    return isinstance(var, _paddle().base.framework.Parameter)
+
+
+def _starts(name: str, prefixes: Iterable[str]) -> bool:
+    return any(name.startswith(p) for p in prefixes)
+
+
+def split_state(program: Any, exclude_prefixes: Sequence[str] = TEACHER_PREFIXES,
+                adapter_prefixes: Sequence[str] = ADAPTER_PREFIXES) -> Tuple[List[Any], List[Any]]:
+    """(model vars, other state vars): the persistable tensors of `program`, teacher ones dropped.
+
+    Model vars are the student's Parameters (BN statistics are Parameters in legacy-style
+    models); adapters and every non-Parameter persistable (optimizer state, LR) go to the other.
+    """
+    model, other = [], []
+    for var in program.list_vars():
+        if not _is_tensor_var(var) or _starts(var.name, exclude_prefixes):
+            continue
+        if _is_parameter(var) and not _starts(var.name, adapter_prefixes):
+            model.append(var)
+        else:
+            other.append(var)
+    return model, other
+
+
+def _read_vars(scope: Any, variables: Iterable[Any]) -> Dict[str, np.ndarray]:
+    values = {}
+    for var in variables:
+        holder = scope.find_var(var.name)
+        if holder is None or not holder.get_tensor()._is_initialized():
+            continue  # declared but never run (e.g. a var only a later phase creates)
+        values[var.name] = np.array(holder.get_tensor())
+    return values
+
+
+# ---------------------------------------------------------------------------------------------
+# Durable file writing
+# ---------------------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # e.g. Windows: directories cannot be opened; rename is still atomic there
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+    if pause:
+        time.sleep(pause)
+
+
+def _pickle(obj: Any) -> bytes:
+    # Protocol 2 like fluid.save, so Python-2-era legacy tools can still read model.pdparams.
+    return pickle.dumps(obj, protocol=2)
+
+
+def _temp_path(save_dir: Path, name: str, kind: str) -> Path:
+    return save_dir / f".{name}.{kind}-{os.getpid()}"
+
+
+def _install(save_dir: Path, tmp: Path, name: str) -> Path:
+    """Rename the finished `tmp` folder to `save_dir/name`, replacing an existing one safely."""
+    final = save_dir / name
+    old = None
+    if final.exists():
+        old = _temp_path(save_dir, name, "old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.rename(final, old)
+    os.rename(tmp, final)
+    _fsync_dir(save_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _check_name(name: str) -> str:
+    name = str(name)
+    if not name or name.startswith(".") or "/" in name or os.sep in name:
+        raise SegDistillError(f"invalid checkpoint name {name!r}")
+    return name
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(program: Any, scope: Any, save_dir: str | os.PathLike, name: str | int,
+                    meta: Dict[str, Any], exclude_prefixes: Sequence[str] = TEACHER_PREFIXES,
+                    lr_scheduler: Any = None,
+                    adapter_prefixes: Sequence[str] = ADAPTER_PREFIXES) -> Path:
+    """Save `program`'s state from `scope` as `<save_dir>/<name>/`; return that folder.
+
+    `meta` is the trainer's record (epoch, global_step, best_miou, config_digest, ...); the
+    version, time, LR step and variable counts are added here.
+    """
+    name = _check_name(name)
+    save_dir = Path(save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    model_vars, other_vars = split_state(program, exclude_prefixes, adapter_prefixes)
+    params = _read_vars(scope, model_vars)
+    state: Dict[str, Any] = _read_vars(scope, other_vars)
+    if lr_scheduler is not None:
+        state[LR_SCHEDULER_KEY] = lr_scheduler.state_dict()
+    full_meta = dict(meta)
+    full_meta.update({
+        "name": name,
+        "segdistill_version": __version__,
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "num_params": len(params),
+        "num_state": len(state) - (1 if lr_scheduler is not None else 0),
+    })
+    if lr_scheduler is not None:
+        full_meta["lr_step"] = int(lr_scheduler.last_epoch)
+        full_meta["lr"] = float(lr_scheduler.last_lr)
+
+    tmp = _temp_path(save_dir, name, "tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        _write_file(tmp / PARAMS_FILE, _pickle(params))
+        _write_file(tmp / OPT_FILE, _pickle(state))
+        _write_file(tmp / META_FILE, json.dumps(full_meta, indent=2, sort_keys=True).encode())
+        _fsync_dir(tmp)
+        return _install(save_dir, tmp, name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_meta(path: str | os.PathLike) -> Optional[Dict[str, Any]]:
+    """The meta.json of a checkpoint folder, or None if the folder is not a complete checkpoint."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or not (path / PARAMS_FILE).is_file():
+        return None
+    return meta
+
+
+def _load_pickle(path: Path) -> Dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return pickle.load(fh, encoding="latin1")
+    except FileNotFoundError:
+        raise SegDistillError(f"checkpoint file missing: {path}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise SegDistillError(f"checkpoint file unreadable: {path} ({exc})") from None
+
+
+def load_checkpoint(program: Any, scope: Any, path: str | os.PathLike, place: Any,
+                    exclude_prefixes: Sequence[str] = TEACHER_PREFIXES, lr_scheduler: Any = None,
+                    with_optimizer: bool = True,
+                    adapter_prefixes: Sequence[str] = ADAPTER_PREFIXES) -> Dict[str, Any]:
+    """Restore a checkpoint into `scope` (run the startup program first); return its meta.
+
+    Every student variable of `program` must be in the files with the same shape (a resumed run
+    must continue exactly): otherwise SegDistillError names the first missing/mismatched ones.
+    `with_optimizer=False` restores model.pdparams only.
+    """
+    path = Path(path)
+    meta = read_meta(path)
+    if meta is None:
+        raise SegDistillError(f"not a complete checkpoint (no {META_FILE} or {PARAMS_FILE}): {path}")
+    values: Dict[str, Any] = dict(_load_pickle(path / PARAMS_FILE))
+    model_vars, other_vars = split_state(program, exclude_prefixes, adapter_prefixes)
+    wanted = list(model_vars)
+    if with_optimizer:
+        values.update(_load_pickle(path / OPT_FILE))
+        wanted += other_vars
+    missing, mismatched = [], []
+    for var in wanted:
+        if var.name not in values:
+            missing.append(var.name)
+            continue
+        array = np.asarray(values[var.name])
+        expected = tuple(var.shape)
+        if len(expected) != array.ndim or any(d >= 0 and d != s for d, s in zip(expected, array.shape)):
+            mismatched.append(f"{var.name} {array.shape} vs program {expected}")
+    if missing or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} variable(s) missing, e.g. {', '.join(missing[:3])}")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatch(es), e.g. {mismatched[0]}")
+        raise SegDistillError(f"checkpoint {path} does not fit this program: " + "; ".join(parts))
+    for var in wanted:
+        holder = scope.var(var.name)
+        array = np.asarray(values[var.name])
+        holder.get_tensor().set(array.astype(_numpy_dtype(var), copy=False), place)
+    if with_optimizer and lr_scheduler is not None:
+        state = values.get(LR_SCHEDULER_KEY)
+        if state is None:
+            raise SegDistillError(f"checkpoint {path} has no LR scheduler state in {OPT_FILE}")
+        lr_scheduler.set_state_dict(dict(state))
+    return meta
+
+
+def _numpy_dtype(var: Any) -> Any:
+    paddle = _paddle()
+    return paddle.base.data_feeder.convert_dtype(var.dtype)
+
+
+def checkpoint_epochs(save_dir: str | os.PathLike) -> List[Tuple[Path, Dict[str, Any]]]:
+    """Complete epoch-numbered and `final` checkpoints, oldest first (best_model is a copy)."""
+    save_dir = Path(save_dir)
+    if not save_dir.is_dir():
+        return []
+    found = []
+    for entry in save_dir.iterdir():
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        if not (entry.name.isdigit() or entry.name == "final"):
+            continue
+        meta = read_meta(entry)
+        if meta is None:
+            continue
+        epoch = int(meta.get("epoch", entry.name if entry.name.isdigit() else 0))
+        found.append((epoch, entry.name == "final", int(meta.get("global_step", 0)), entry, meta))
+    found.sort(key=lambda item: item[:3])
+    return [(entry, meta) for *_, entry, meta in found]
+
+
+def latest_checkpoint(save_dir: str | os.PathLike) -> Optional[Path]:
+    """The complete checkpoint to resume from (`--resume auto`): highest epoch, `final` winning a
+    tie; temp, old and incomplete folders are ignored. None when there is none."""
+    found = checkpoint_epochs(save_dir)
+    return found[-1][0] if found else None
+
+
+def copy_as(save_dir: str | os.PathLike, src_name: str | int, dst_name: str) -> Path:
+    """Copy checkpoint `src_name` to `dst_name` (e.g. best_model) with the same atomic install."""
+    save_dir = Path(save_dir)
+    src = save_dir / _check_name(src_name)
+    dst_name = _check_name(dst_name)
+    if read_meta(src) is None:
+        raise SegDistillError(f"not a complete checkpoint: {src}")
+    tmp = _temp_path(save_dir, dst_name, "tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        for file_name in (PARAMS_FILE, OPT_FILE):  # meta.json last: it marks completeness
+            if (src / file_name).exists():
+                _write_file(tmp / file_name, (src / file_name).read_bytes())
+        meta = json.loads((src / META_FILE).read_text())
+        meta.update({"name": dst_name, "copied_from": str(src_name)})
+        _write_file(tmp / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
+        _fsync_dir(tmp)
+        return _install(save_dir, tmp, dst_name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def clean_stale(save_dir: str | os.PathLike) -> List[str]:
+    """Remove temp folders left by dead writers; restore an `.old` folder whose replacement never
+    arrived. Call once on start (rank 0). Returns what was done, for the log."""
+    save_dir = Path(save_dir)
+    if not save_dir.is_dir():
+        return []
+    actions = []
+    for entry in sorted(save_dir.iterdir()):
+        match = _TEMP_RE.match(entry.name)
+        if not match or not entry.is_dir() or _pid_alive(int(match["pid"])):
+            continue
+        final = save_dir / match["name"]
+        if match["kind"] == "old" and not final.exists() and read_meta(entry) is not None:
+            os.rename(entry, final)
+            actions.append(f"restored {final.name} from {entry.name}")
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+            actions.append(f"removed {entry.name}")
+    return actions
+
+
+def config_digest(cfg: Any) -> str:
+    """A short, stable hash of a config (to warn when resuming with a different one)."""
+    plain = cfg.to_plain() if hasattr(cfg, "to_plain") else cfg
+    text = json.dumps(plain, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,150 @@
+"""The distillation training graph, built the legacy way (reference §1.3 steps 3–10):
+
+student train program (own name generator) + label/mask feeds + CE  →  teacher program (own name
+generator, `clone(for_test=True)`, own scope, weights loaded strictly)  →  `paddleslim.dist.merge`
+(`teacher_` prefix)  →  distill losses between named variables  →  ONE optimizer on
+`CE + Σ weighted distill terms` (legacy's second optimizer on CE alone was a bug, §1.8).
+
+Everything the student adds after the model (feeds, losses, adapters, optimizer) is appended under
+the student's own name generator: otherwise two ops can write the same temp name (compat §3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ..config import Configs
+from ..distill.build import DistillLosses, add_distill_losses
+from ..distill.merge import check_teacher_frozen, merge_teacher
+from ..distill.pairs import ResolvedPair, resolve_pairs
+from ..errors import SegDistillError
+from ..launcher import RunContext, distributed_optimizer
+from ..paddle_env import import_paddle
+from ..programs import BuiltProgram, build_student_train, build_teacher, crop_hw
+from ..weights import load_weights
+from .seg_loss import softmax_ce_loss
+from .solver import build_optimizer
+
+TEACHER_PREFIX = "teacher_"
+
+
+@dataclass
+class TrainGraph:
+    """The merged, optimisable program and the handles the loop fetches."""
+
+    student: BuiltProgram
+    teacher: Optional[BuiltProgram]
+    scope: Any
+    place: Any
+    exe: Any
+    label: Any
+    mask: Any
+    ce: Any
+    distill: Optional[DistillLosses]
+    total: Any
+    lr_scheduler: Any
+    pairs: list[ResolvedPair] = field(default_factory=list)
+
+    @property
+    def main(self) -> Any:
+        return self.student.main
+
+    @property
+    def startup(self) -> Any:
+        return self.student.startup
+
+    def fetch_terms(self) -> dict[str, Any]:
+        """Name → scalar Variable for every logged loss term (CE, each distill pair, total)."""
+        terms = {"ce": self.ce}
+        if self.distill is not None:
+            terms.update(self.distill.terms)
+        terms["total"] = self.total
+        return terms
+
+
+def seeded_student(cfg: Any, seed: int) -> BuiltProgram:
+    """Student program whose initialisers draw from `seed` (program.random_seed is read by the
+    initializer ops when they are created, so it must be set on the programs being built)."""
+    paddle = import_paddle()
+    paddle.seed(seed)
+    return build_student_train(cfg)
+
+
+def plan_pairs(configs: Configs, student: BuiltProgram, teacher: BuiltProgram) -> list[ResolvedPair]:
+    """Resolve and check every DISTILL pair against the two programs (names, shapes, adapters)."""
+    return resolve_pairs(configs.student.distill_pairs, student.main, teacher.main,
+                         student.aliases, teacher.aliases, prefix=TEACHER_PREFIX,
+                         source=configs.student.source)
+
+
+def build_teacher_program(configs: Configs, student: BuiltProgram) -> BuiltProgram:
+    """The teacher, fed the student's image (same shape), in inference mode."""
+    if configs.teacher is None:
+        raise SegDistillError("distillation needs --teacher-cfg (or pass --no-teacher)")
+    return build_teacher(configs.teacher, list(student.image.shape))
+
+
+def load_teacher(configs: Configs, teacher: BuiltProgram, exe: Any, place: Any,
+                 log: Callable[[str], None]) -> Any:
+    """Run the teacher's startup in its own scope and load its weights strictly (every parameter,
+    right shape, or an error naming them — never a silently random teacher)."""
+    paddle = import_paddle()
+    teacher_dir = configs.teacher.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR
+    if not teacher_dir:
+        raise SegDistillError("SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR is not set in the teacher "
+                              "config: the teacher's weights are required")
+    teacher_scope = paddle.static.Scope()
+    exe.run(teacher.startup, scope=teacher_scope)
+    report = load_weights(teacher.main, teacher_dir, scope=teacher_scope, place=place, strict=True,
+                          label="teacher weights (SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR)")
+    log(f"teacher: {len(report.loaded)}/{report.total} parameters loaded from {teacher_dir}")
+    return teacher_scope
+
+
+def add_student_loss(student: BuiltProgram, cfg: Any) -> tuple[Any, Any, Any]:
+    """label/mask feeds ([-1,1,H,W] int32, legacy) and the CE loss, under the student's names."""
+    paddle = import_paddle()
+    height, width = crop_hw(cfg, "TRAIN_CROP_SIZE")
+    with student.guard():
+        label = paddle.static.data("label", [-1, 1, height, width], "int32")
+        mask = paddle.static.data("mask", [-1, 1, height, width], "int32")
+        ce = softmax_ce_loss(student.logits, label, mask, int(cfg.DATASET.IGNORE_INDEX))
+    return label, mask, ce
+
+
+def build_train_graph(configs: Configs, ctx: RunContext, train_total_images: int, seed: int,
+                      use_teacher: bool, log: Callable[[str], None],
+                      pairs: Optional[list[ResolvedPair]] = None,
+                      teacher: Optional[BuiltProgram] = None,
+                      student: Optional[BuiltProgram] = None) -> TrainGraph:
+    """Build (or finish building, when pre-flight already built `student`/`teacher`/`pairs`) the
+    whole training graph and initialise it in a fresh scope."""
+    paddle = import_paddle()
+    cfg = configs.student
+    place = ctx.place()
+    exe = paddle.static.Executor(place)
+    scope = paddle.static.Scope()
+    student = student or seeded_student(cfg, seed)
+    label, mask, ce = add_student_loss(student, cfg)
+    distill = None
+    if use_teacher:
+        teacher = teacher or build_teacher_program(configs, student)
+        pairs = pairs if pairs is not None else plan_pairs(configs, student, teacher)
+        teacher_scope = load_teacher(configs, teacher, exe, place, log)
+        merge_teacher(teacher.main, student.main, place, teacher_scope, scope,
+                      prefix=TEACHER_PREFIX)
+        with student.guard():
+            distill = add_distill_losses(student.main, student.startup, pairs, mask=mask,
+                                         label=label, ignore_index=int(cfg.DATASET.IGNORE_INDEX))
+    else:
+        teacher, pairs = None, []
+    with student.guard():
+        total = ce + distill.total if distill is not None else ce * 1.0
+        optimizer, scheduler = build_optimizer(cfg, train_total_images)
+        optimizer = distributed_optimizer(optimizer, ctx, bool(cfg.TRAIN.SYNC_BATCH_NORM))
+        optimizer.minimize(total)
+    if distill is not None:
+        check_teacher_frozen(student.main, TEACHER_PREFIX)  # no teacher grads, no teacher updates
+    exe.run(student.startup, scope=scope)
+    return TrainGraph(student, teacher, scope, place, exe, label, mask, ce, distill, total,
+                      scheduler, pairs or [])

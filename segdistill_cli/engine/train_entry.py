@@ -1,0 +1,32 @@
+"""`segdistill train` behind the command: launch decision, then one Trainer per process."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..config import Configs
+from ..launcher import LaunchRequest, per_rank_batch, plan_launch, run_context, run_launch
+from .trainer import Trainer, TrainOptions
+
+
+def run_train(configs: Configs, argv: Sequence[str], gpus: Optional[str] = None,
+              force_cpu: bool = False, log_steps: int = 10, do_eval: bool = True,
+              resume: Optional[str] = None, use_teacher: bool = True, dry_run: bool = False,
+              seed: Optional[int] = None, vdl: bool = False, check_data: str = "sample",
+              ips: Optional[str] = None, nnodes: Optional[int] = None,
+              master: Optional[str] = None) -> int:
+    """Run training here, or re-run this command under paddle.distributed.launch (one worker per
+    GPU). Returns the exit code."""
+    save_dir = Path(configs.student.TRAIN.MODEL_SAVE_DIR or ".")
+    request = LaunchRequest(gpus=gpus, cpu=force_cpu, ips=ips, nnodes=nnodes, master=master,
+                            log_dir=str(save_dir / "launch_logs"))
+    plan = plan_launch(request, argv)
+    if plan.kind == "launch":
+        # Fail here, not in N workers at once, when the global batch cannot be split.
+        per_rank_batch(int(configs.student.BATCH_SIZE), len(gpus.split(",")) if gpus else 1)
+        return run_launch(plan)
+    options = TrainOptions(use_teacher=use_teacher, do_eval=do_eval, log_steps=log_steps,
+                           seed=seed, resume=resume, dry_run=dry_run, vdl=vdl,
+                           check_data=check_data, argv=list(argv))
+    Trainer(configs, options, run_context(plan)).run()
+    return 0

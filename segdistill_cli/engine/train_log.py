@@ -1,0 +1,108 @@
+"""Training logs: the console (a rich progress bar on a terminal, plain lines otherwise),
+`<MODEL_SAVE_DIR>/train_log.jsonl` (one JSON object per logged step or eval), and VisualDL
+scalars with --vdl. Only rank 0 writes anything."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..errors import SegDistillError
+
+
+class TrainLogger:
+    def __init__(self, save_dir: Path, is_main: bool, vdl: bool, echo: Callable[[str], None],
+                 total_steps: int):
+        self.is_main, self.echo, self.total_steps = is_main, echo, max(1, total_steps)
+        self.save_dir = save_dir
+        self.started = time.perf_counter()
+        self.steps_done = 0
+        self._window: dict[str, list[float]] = {}
+        self._window_start = time.perf_counter()
+        self._window_steps = 0
+        self._jsonl = open(save_dir / "train_log.jsonl", "a", encoding="utf-8") if is_main else None
+        self._vdl = _vdl_writer(save_dir / "vdl") if (vdl and is_main) else None
+        self._progress = None
+        self._task = None
+        if is_main and sys.stdout.isatty():
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(TextColumn("[bold]train"), BarColumn(),
+                                      TextColumn("{task.completed}/{task.total}"),
+                                      TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+            self._task = self._progress.add_task("train", total=self.total_steps, info="")
+            self._progress.start()
+
+    def step(self, epoch: int, step_in_epoch: int, steps_per_epoch: int, global_step: int,
+             lr: float, values: dict[str, float], force: bool) -> None:
+        self.steps_done += 1
+        self._window_steps += 1
+        for name, value in values.items():
+            self._window.setdefault(name, []).append(value)
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1,
+                                  info=f"epoch {epoch} loss {values.get('total', 0.0):.4f}")
+        if not force or not self.is_main:
+            return
+        elapsed = time.perf_counter() - self._window_start
+        speed = self._window_steps / elapsed if elapsed > 0 else 0.0
+        means = {k: sum(v) / len(v) for k, v in self._window.items()}
+        eta = (self.total_steps - self.steps_done) / speed if speed > 0 else 0.0
+        record = {"type": "train", "epoch": epoch, "step": global_step, "lr": lr,
+                  **{f"loss/{k}": v for k, v in means.items()}, "step_per_sec": round(speed, 4),
+                  "eta_sec": round(eta, 1), "time": time.time()}
+        self._write(record)
+        if self._vdl is not None:
+            for key, value in means.items():
+                self._vdl.add_scalar(f"train/{key}", value, global_step)
+            self._vdl.add_scalar("train/lr", lr, global_step)
+        losses = " ".join(f"{k}={v:.4f}" for k, v in means.items())
+        line = (f"epoch={epoch} step={global_step} ({step_in_epoch}/{steps_per_epoch}) lr={lr:.6f} "
+                f"{losses} step/sec={speed:.3f} | ETA {_hms(eta)}")
+        if self._progress is not None:
+            self._progress.console.print(line, highlight=False)
+        else:
+            self.echo(line)
+        self._window, self._window_steps = {}, 0
+        self._window_start = time.perf_counter()
+
+    def eval(self, epoch: int, global_step: int, metrics: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        self._write({"type": "eval", "epoch": epoch, "step": global_step, **metrics,
+                     "time": time.time()})
+        if self._vdl is not None:
+            self._vdl.add_scalar("eval/miou", metrics["miou"], global_step)
+            self._vdl.add_scalar("eval/acc", metrics["acc"], global_step)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps(record) + "\n")
+            self._jsonl.flush()
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+        if self._vdl is not None:
+            self._vdl.close()
+            self._vdl = None
+
+
+def _vdl_writer(logdir: Path) -> Any:
+    try:
+        from visualdl import LogWriter
+    except ImportError:
+        raise SegDistillError("--vdl needs VisualDL: pip install 'segdistill[vdl]' "
+                              "(or pip install visualdl)") from None
+    return LogWriter(logdir=str(logdir))
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,375 @@
+"""The training loop: pre-flight, epochs over the loader, logs, snapshots, eval, best model, resume.
+
+Order of a run (reference §1.3, with legacy's quirks fixed and documented in the README):
+pre-flight (every check before step 1) → build the graph → student init (resume, or tolerant
+pretrained load) → epochs → every SNAPSHOT_EPOCH and at the end a checkpoint (+ eval and
+best_model/ with --do-eval) → `final/`. Only rank 0 logs, saves and evaluates.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .. import __version__
+from ..config import Configs
+from ..data.check import require_valid_data
+from ..data.dataset import SegDataset
+from ..data.loader import BatchLoader, default_prefetch
+from ..errors import SegDistillError
+from ..launcher import RunContext, per_rank_batch
+from ..weights import load_weights
+from . import checkpoints
+from .evaluator import Evaluator
+from .graph import (TrainGraph, build_teacher_program, build_train_graph, plan_pairs,
+                    seeded_student)
+from .train_log import TrainLogger
+
+DATA_CHECK_SAMPLE = 64  # lines per list checked by the default pre-flight (`--check-data full`: all)
+DRY_RUN_STEPS = 3
+
+
+@dataclass
+class TrainOptions:
+    use_teacher: bool = True
+    do_eval: bool = True
+    log_steps: int = 10
+    seed: Optional[int] = None
+    resume: Optional[str] = None  # a checkpoint folder or "auto"
+    dry_run: bool = False
+    vdl: bool = False
+    check_data: str = "sample"  # sample | full | off
+    argv: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainSummary:
+    save_dir: Optional[str]
+    epochs_run: int
+    steps_run: int
+    best_miou: Optional[float]
+    final_checkpoint: Optional[str]
+    seconds_per_step: Optional[float] = None
+    eta_seconds: Optional[float] = None
+    peak_rss_mb: Optional[float] = None
+
+
+class Trainer:
+    def __init__(self, configs: Configs, options: TrainOptions, ctx: RunContext,
+                 log: Optional[Callable[[str], None]] = None):
+        self.configs, self.options, self.ctx = configs, options, ctx
+        self.cfg = configs.student
+        self.echo = log or (lambda message: print(message, flush=True))
+        self.save_dir = Path(self.cfg.TRAIN.MODEL_SAVE_DIR)
+        self.seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
+        self.resume_from: Optional[Path] = None
+        self.resume_meta: dict[str, Any] = {}
+
+    # ---- pre-flight ----------------------------------------------------------------------------
+
+    def preflight(self) -> tuple[Any, Any, list]:
+        """Every check that can fail, before the first step; all errors at once where possible.
+
+        Returns the student/teacher programs and resolved pairs so the build does not repeat them.
+        """
+        from ..config import fatal, validate
+
+        errors: list[str] = []
+        problems = validate(self.configs, "train", do_eval=self.options.do_eval,
+                            use_teacher=self.options.use_teacher)
+        for p in problems:
+            if not p.fatal:
+                self.echo(f"warning: {p}")
+        errors += [str(p) for p in fatal(problems)]
+        if not errors:
+            errors += self._check_data()
+        errors += self._check_batch_and_save_dir()
+        errors += self._check_resume()
+        if errors:
+            raise _combined(errors)
+        student = seeded_student(self.cfg, self.seed)
+        teacher, pairs = None, []
+        if self.options.use_teacher:
+            teacher = build_teacher_program(self.configs, student)
+            pairs = plan_pairs(self.configs, student, teacher)
+            for pair in pairs:
+                self.echo(f"distill: {pair.describe()}")
+        return student, teacher, pairs
+
+    def _check_data(self) -> list[str]:
+        if self.options.check_data == "off":
+            return []
+        splits = ["train"] + (["val"] if self.options.do_eval else [])
+        sample = None if self.options.check_data == "full" else DATA_CHECK_SAMPLE
+        try:
+            require_valid_data(self.cfg, splits, sample=sample, seed=self.seed)
+        except SegDistillError as exc:
+            return [str(exc)]
+        return []
+
+    def _check_batch_and_save_dir(self) -> list[str]:
+        errors = []
+        try:
+            per_rank_batch(int(self.cfg.BATCH_SIZE), self.ctx.nranks)
+        except SegDistillError as exc:
+            errors.append(str(exc))
+        if not self.options.dry_run and self.ctx.is_main:
+            try:
+                self.save_dir.mkdir(parents=True, exist_ok=True)
+                probe = self.save_dir / f".write-test-{os.getpid()}"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as exc:
+                errors.append(f"TRAIN.MODEL_SAVE_DIR: cannot write to {self.save_dir}: "
+                              f"{exc.strerror or exc}")
+        return errors
+
+    def _check_resume(self) -> list[str]:
+        resume = self.options.resume
+        if not resume:
+            return []
+        if resume == "auto":
+            self.resume_from = checkpoints.latest_checkpoint(self.save_dir) \
+                if self.save_dir.is_dir() else None
+            if self.resume_from is None:
+                self.echo(f"resume auto: no complete checkpoint in {self.save_dir}; starting fresh")
+                return []
+        else:
+            self.resume_from = Path(resume)
+        meta = checkpoints.read_meta(self.resume_from)
+        if meta is None:
+            return [f"--resume: {self.resume_from} is not a complete checkpoint "
+                    "(no meta.json; was it interrupted while saving?)"]
+        self.resume_meta = meta
+        if self.options.seed is None and "seed" in meta:
+            self.seed = int(meta["seed"])  # same data order and augmentation as the first run
+        return []
+
+    # ---- the run -------------------------------------------------------------------------------
+
+    def run(self) -> TrainSummary:
+        student, teacher, pairs = self.preflight()
+        train_set = SegDataset(self.cfg, mode="train", shard=self.ctx.shard, seed=self.seed)
+        graph = build_train_graph(self.configs, self.ctx, len(train_set.entries), self.seed,
+                                  self.options.use_teacher, self.echo, pairs=pairs,
+                                  teacher=teacher, student=student)
+        begin_epoch = self._init_student(graph)
+        batch = per_rank_batch(int(self.cfg.BATCH_SIZE), self.ctx.nranks)
+        workers = int(self.cfg.DATALOADER.NUM_WORKERS)
+        loader = BatchLoader(train_set, batch, workers,
+                             default_prefetch(int(self.cfg.DATALOADER.BUF_SIZE), workers))
+        if loader.num_batches(0) == 0:
+            raise SegDistillError(f"DATASET.TRAIN_FILE_LIST has {len(train_set)} samples for this "
+                                  f"trainer, fewer than one batch of {batch}")
+        with loader:
+            if self.options.dry_run:
+                return self._dry_run(graph, loader)
+            return self._train(graph, loader, begin_epoch)
+
+    def _init_student(self, graph: TrainGraph) -> int:
+        """Resume (student + optimizer + LR step + epoch) or load pretrained weights tolerantly."""
+        if self.resume_from is not None:
+            meta = checkpoints.load_checkpoint(graph.main, graph.scope, self.resume_from,
+                                               graph.place, lr_scheduler=graph.lr_scheduler)
+            self.echo(f"resumed from {self.resume_from} (epoch {meta.get('epoch')}, "
+                      f"step {meta.get('global_step')}, lr step {graph.lr_scheduler.last_epoch})")
+            self.resume_meta = meta
+            epoch = meta.get("epoch")
+            num_epochs = int(self.cfg.SOLVER.NUM_EPOCHS)
+            return num_epochs + 1 if epoch == "final" else int(epoch) + 1
+        pretrained = self.cfg.TRAIN.PRETRAINED_MODEL_DIR
+        if pretrained and Path(pretrained).exists():
+            load_weights(graph.main, pretrained, scope=graph.scope, place=graph.place,
+                         strict=False, label="student pretrained weights", log=self.echo)
+        else:
+            self.echo("student: no pretrained weights, training from scratch")
+        return int(self.cfg.SOLVER.BEGIN_EPOCH)
+
+    def _program(self, graph: TrainGraph) -> Any:
+        """Single process: a CompiledProgram with legacy's build strategy. Distributed: fleet has
+        already rewritten the main program, which runs as it is."""
+        if self.ctx.distributed:
+            return graph.main
+        from ..paddle_env import import_paddle
+
+        paddle = import_paddle()
+        strategy = paddle.static.BuildStrategy()
+        strategy.fuse_elewise_add_act_ops = True  # legacy setting
+        return paddle.static.CompiledProgram(graph.main, build_strategy=strategy)
+
+    def _step(self, graph: TrainGraph, program: Any, batch: dict, names: list[str],
+              fetch: list[Any]) -> dict[str, float]:
+        values = graph.exe.run(program, feed=batch, fetch_list=fetch, scope=graph.scope)
+        graph.lr_scheduler.step()
+        return {n: float(np.asarray(v).reshape(-1)[0]) for n, v in zip(names, values)}
+
+    def _dry_run(self, graph: TrainGraph, loader: BatchLoader) -> TrainSummary:
+        program, terms = self._program(graph), graph.fetch_terms()
+        names, fetch = list(terms), list(terms.values())
+        times = []
+        batches = loader.epoch(0)
+        for step in range(DRY_RUN_STEPS):
+            batch = next(batches, None)
+            if batch is None:
+                break
+            start = time.perf_counter()
+            values = self._step(graph, program, batch, names, fetch)
+            times.append(time.perf_counter() - start)
+            _check_finite(values, 1, step + 1, None)
+            self.echo(f"dry-run step {step + 1}: {time.perf_counter() - start:.3f} s  "
+                      + "  ".join(f"{k}={v:.4f}" for k, v in values.items()))
+        batches.close()
+        steady = times[1:] or times
+        per_step = float(np.median(steady))
+        total_steps = loader.num_batches(0) * int(self.cfg.SOLVER.NUM_EPOCHS)
+        peak = peak_rss_mb()
+        self.echo(f"dry run: {per_step:.3f} s/step (median of steps 2-{len(times)}), "
+                  f"{loader.num_batches(0)} steps/epoch x {self.cfg.SOLVER.NUM_EPOCHS} epochs = "
+                  f"{total_steps} steps, ETA {format_duration(per_step * total_steps)}, "
+                  f"peak host memory {peak:.0f} MB{_gpu_memory()}. Nothing was written.")
+        return TrainSummary(None, 0, len(times), None, None, per_step, per_step * total_steps, peak)
+
+    def _train(self, graph: TrainGraph, loader: BatchLoader, begin_epoch: int) -> TrainSummary:
+        cfg, ctx = self.cfg, self.ctx
+        num_epochs, snapshot = int(cfg.SOLVER.NUM_EPOCHS), int(cfg.TRAIN.SNAPSHOT_EPOCH)
+        program, terms = self._program(graph), graph.fetch_terms()
+        names, fetch = list(terms), list(terms.values())
+        steps_per_epoch = loader.num_batches(0)
+        global_step = int(self.resume_meta.get("global_step", 0))
+        best = self.resume_meta.get("best_miou")
+        evaluator = None
+        if ctx.is_main:
+            checkpoints.clean_stale(self.save_dir)
+            self._write_run_json(graph, steps_per_epoch)
+        logger = TrainLogger(self.save_dir, ctx.is_main, self.options.vdl, self.echo,
+                             total_steps=steps_per_epoch * max(0, num_epochs - begin_epoch + 1))
+        last_good: Optional[Path] = self.resume_from
+        epochs_run = 0
+        if begin_epoch > num_epochs:
+            self.echo(f"nothing to do: the checkpoint is at epoch {begin_epoch - 1} of {num_epochs}")
+        try:
+            for epoch in range(begin_epoch, num_epochs + 1):
+                for step_in_epoch, batch in enumerate(loader.epoch(epoch), start=1):
+                    lr = float(graph.lr_scheduler.last_lr)
+                    values = self._step(graph, program, batch, names, fetch)
+                    global_step += 1
+                    _check_finite(values, epoch, global_step, last_good)
+                    logger.step(epoch, step_in_epoch, steps_per_epoch, global_step, lr, values,
+                                force=global_step % self.options.log_steps == 0)
+                epochs_run += 1
+                if ctx.is_main and (epoch % snapshot == 0 or epoch == num_epochs):
+                    miou = None
+                    if self.options.do_eval:
+                        evaluator = evaluator or Evaluator(cfg, graph.scope, graph.place, graph.exe)
+                        miou = self._evaluate(evaluator, epoch, global_step, logger)
+                    is_best = miou is not None and (best is None or miou > best)
+                    best = miou if is_best else best
+                    last_good = self._save(graph, epoch, global_step, best)
+                    if is_best:
+                        checkpoints.copy_as(self.save_dir, epoch, "best_model")
+                        self.echo(f"best_model <- epoch {epoch} (mIoU {miou:.4f})")
+            final = None
+            if ctx.is_main and epochs_run:
+                final = self._save(graph, "final", global_step, best, epoch=num_epochs)
+                self.echo(f"done: {self.save_dir}/final" + (f", best mIoU {best:.4f}" if best else ""))
+        finally:
+            logger.close()
+        return TrainSummary(str(self.save_dir), epochs_run, global_step, best,
+                            str(final) if final else None)
+
+    def _save(self, graph: TrainGraph, name: Any, global_step: int, best: Optional[float],
+              epoch: Optional[int] = None) -> Path:
+        meta = {"epoch": name if epoch is None else epoch, "global_step": global_step,
+                "best_miou": best, "seed": self.seed,
+                "config_digest": checkpoints.config_digest(self.cfg)}
+        if name == "final":
+            meta["epoch"] = "final"
+        path = checkpoints.save_checkpoint(graph.main, graph.scope, self.save_dir, name, meta,
+                                           lr_scheduler=graph.lr_scheduler)
+        self.echo(f"checkpoint: {path}")
+        return path
+
+    def _evaluate(self, evaluator: Evaluator, epoch: int, global_step: int,
+                  logger: TrainLogger) -> float:
+        result = evaluator.evaluate()
+        miou, acc = result.matrix.mean_iou(), result.matrix.accuracy()
+        self.echo(f"[EVAL] epoch={epoch} #image={result.num_images} acc={acc:.4f} "
+                  f"IoU={miou:.4f} ({result.images_per_second:.1f} images/s)")
+        logger.eval(epoch, global_step, result.to_json())
+        return float(miou)
+
+    def _write_run_json(self, graph: TrainGraph, steps_per_epoch: int) -> None:
+        import paddle
+        import paddleslim
+
+        record = {
+            "command": ["segdistill", *self.options.argv],
+            "student": self.configs.student.to_plain(),
+            "teacher": self.configs.teacher.to_plain() if self.configs.teacher and
+            self.options.use_teacher else None,
+            "distill_pairs": [p.describe() for p in graph.pairs],
+            "versions": {"segdistill": __version__, "paddle": paddle.__version__,
+                         "paddleslim": getattr(paddleslim, "__version__", "?"),
+                         "numpy": np.__version__, "python": platform.python_version()},
+            "device": self.ctx.device, "num_trainers": self.ctx.nranks,
+            "global_batch": int(self.cfg.BATCH_SIZE),
+            "per_trainer_batch": per_rank_batch(int(self.cfg.BATCH_SIZE), self.ctx.nranks),
+            "steps_per_epoch": steps_per_epoch, "seed": self.seed,
+            "resumed_from": str(self.resume_from) if self.resume_from else None,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        checkpoints_dir = self.save_dir
+        tmp = checkpoints_dir / f".run.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        os.replace(tmp, checkpoints_dir / "run.json")
+
+
+def _combined(errors: list[str]) -> SegDistillError:
+    if len(errors) == 1:
+        return SegDistillError(errors[0])
+    listing = "; ".join(f"({i}) {e}" for i, e in enumerate(errors, start=1))
+    return SegDistillError(f"pre-flight found {len(errors)} problems: {listing}")
+
+
+def _check_finite(values: dict[str, float], epoch: int, step: int, last_good: Optional[Path]) -> None:
+    for name, value in values.items():
+        if not math.isfinite(value):
+            where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint written yet"
+            raise SegDistillError(f"loss {name} is {value} at epoch {epoch}, step {step}; training "
+                                  f"stopped ({where}). Lower SOLVER.LR or the pair's WEIGHT?")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and of its biggest child (loader workers), in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / (1024 * 1024)
+    return (own + children) * scale
+
+
+def _gpu_memory() -> str:
+    try:
+        import paddle
+
+        if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+            return f", peak GPU memory {paddle.device.cuda.max_memory_allocated() / 2**20:.0f} MB"
+    except Exception:  # noqa: BLE001 - memory reporting must never fail a run
+        pass
+    return ""
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"

@@ -1,0 +1,265 @@
+"""Variable listing, shape diff and distillation-pair suggestions for a student/teacher pair.
+
+Names are shown as they will be *after* `paddleslim.dist.merge(..., name_prefix='teacher_')`: every
+teacher variable except the shared data feeds gets the `teacher_` prefix (legacy-paddleseg.md §1.6).
+Only 4-D floating-point activations (NCHW feature maps) take part in the diff and the suggestions;
+BN batch statistics, dropout masks and parameters are never distillation targets.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence
+
+from .errors import ConfigError
+
+TEACHER_PREFIX = "teacher_"
+DATA_FEEDS = ("image", "label", "mask")  # merge's data_name_map: kept unprefixed
+LOGIT_ALIASES = ("logits", "logits_lowres")
+# The tutorial's pair weight; feature pairs start at 1.0 (tune with the loss magnitudes you see).
+LOGITS_WEIGHT = 0.1
+FEATURE_WEIGHT = 1.0
+
+
+@dataclass(frozen=True)
+class VarInfo:
+    """One variable of a program, under the name it will have in the merged program."""
+
+    name: str
+    program_name: str
+    shape: tuple[int, ...]
+    dtype: str
+    op: Optional[str]
+    persistable: bool
+    alias: Optional[str]
+    position: int  # creation order in its program (deeper layers come later)
+
+    @property
+    def is_feature(self) -> bool:
+        return (len(self.shape) == 4 and not self.persistable and self.op is not None
+                and self.dtype in ("float32", "float16", "float64", "bfloat16"))
+
+    @property
+    def ref(self) -> str:
+        """How a DISTILL entry should name it: the alias when there is one."""
+        return self.alias or self.name
+
+    def to_json(self, with_program_name: bool) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                                "op": self.op, "persistable": self.persistable, "alias": self.alias}
+        if with_program_name:
+            data["program_name"] = self.program_name
+        return data
+
+
+@dataclass(frozen=True)
+class PairSuggestion:
+    teacher: VarInfo
+    student: VarInfo
+    reason: str
+    loss: str = "l2"
+    weight: float = FEATURE_WEIGHT
+
+    @property
+    def shape_match(self) -> bool:
+        return self.teacher.shape == self.student.shape
+
+    @property
+    def adapter(self) -> Optional[str]:
+        return None if self.shape_match else "conv1x1"
+
+    def distill_entry(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"TEACHER": self.teacher.ref, "STUDENT": self.student.ref,
+                                 "LOSS": self.loss, "WEIGHT": self.weight}
+        if self.adapter:
+            entry["ADAPTER"] = self.adapter
+        return entry
+
+    def yaml_block(self) -> str:
+        import yaml
+
+        return yaml.safe_dump({"DISTILL": [self.distill_entry()]}, sort_keys=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"teacher": self.teacher.name, "student": self.student.name,
+                "teacher_alias": self.teacher.alias, "student_alias": self.student.alias,
+                "shape_match": self.shape_match, "teacher_shape": list(self.teacher.shape),
+                "student_shape": list(self.student.shape), "reason": self.reason,
+                "distill": self.distill_entry()}
+
+
+# ---- listing ------------------------------------------------------------------------------------
+
+
+def describe_program(program: Any, aliases: dict[str, str], prefix: str = "") -> list[VarInfo]:
+    """Every variable of `program` (feed/fetch holders excluded), renamed with `prefix`."""
+    from paddle.base.data_feeder import convert_dtype
+
+    producers: dict[str, str] = {}
+    for op in program.global_block().ops:
+        for out in op.output_arg_names:
+            producers.setdefault(out, op.type)
+    alias_of = {name: alias for alias, name in aliases.items()}
+    infos = []
+    for position, var in enumerate(program.list_vars()):
+        if var.name in ("feed", "fetch"):
+            continue
+        renamed = var.name if (not prefix or var.name in DATA_FEEDS) else prefix + var.name
+        infos.append(VarInfo(renamed, var.name, tuple(int(d) for d in var.shape),
+                             convert_dtype(var.dtype), producers.get(var.name),
+                             bool(var.persistable), alias_of.get(var.name), position))
+    return infos
+
+
+def filter_vars(infos: Iterable[VarInfo], grep: Optional[str] = None, op: Optional[str] = None,
+                params: bool = False) -> list[VarInfo]:
+    """Activations only unless `params`; `grep` searches name and alias; `op` is the producer type."""
+    try:
+        pattern = re.compile(grep) if grep else None
+    except re.error as exc:
+        raise ConfigError(f"--grep: invalid regular expression {grep!r}: {exc}") from None
+    kept = []
+    for info in infos:
+        if info.persistable and not params:
+            continue
+        if op and info.op != op:
+            continue
+        if pattern and not (pattern.search(info.name) or (info.alias and pattern.search(info.alias))):
+            continue
+        kept.append(info)
+    return kept
+
+
+# ---- diff and suggestions ----------------------------------------------------------------------
+
+
+def equal_shape_groups(student: Sequence[VarInfo],
+                       teacher: Sequence[VarInfo]) -> list[tuple[tuple[int, ...], list[VarInfo], list[VarInfo]]]:
+    """Feature shapes present in both programs: (shape, student vars, teacher vars), largest first."""
+    by_shape: dict[tuple[int, ...], tuple[list[VarInfo], list[VarInfo]]] = {}
+    for side, infos in ((0, student), (1, teacher)):
+        for info in infos:
+            if info.is_feature and info.name not in DATA_FEEDS:
+                by_shape.setdefault(info.shape, ([], []))[side].append(info)
+    groups = [(shape, s, t) for shape, (s, t) in by_shape.items() if s and t]
+    return sorted(groups, key=lambda g: (-_numel(g[0]), g[0]))
+
+
+def suggest_pairs(student: Sequence[VarInfo], teacher: Sequence[VarInfo],
+                  image_hw: tuple[int, int]) -> list[PairSuggestion]:
+    """Ranked pairs: equal shape (aliases first, same alias first), then same spatial size with a
+    1x1 conv adapter for the channels (aliased features only, to keep the list meaningful)."""
+    suggestions: list[PairSuggestion] = []
+    seen: set[tuple[str, str]] = set()
+
+    def add(t: VarInfo, s: VarInfo, reason: str) -> None:
+        if (t.name, s.name) in seen:
+            return
+        seen.add((t.name, s.name))
+        is_logits = t.alias in LOGIT_ALIASES and s.alias in LOGIT_ALIASES
+        suggestions.append(PairSuggestion(t, s, reason, "l2",
+                                          LOGITS_WEIGHT if is_logits else FEATURE_WEIGHT))
+
+    groups = equal_shape_groups(student, teacher)
+    aliased_equal = [(t, s) for _, ss, ts in groups for t in ts for s in ss if t.alias and s.alias]
+    aliased_equal.sort(key=lambda p: (p[0].alias != p[1].alias, -_numel(p[0].shape)))
+    for t, s in aliased_equal:
+        same = "same alias" if t.alias == s.alias else "both aliased"
+        add(t, s, f"equal shape {_fmt(s.shape)}, {same} ({t.alias} / {s.alias})")
+    for shape, ss, ts in groups:  # one representative per remaining shape: aliased or deepest
+        t, s = _representative(ts), _representative(ss)
+        add(t, s, f"equal shape {_fmt(shape)} ({len(ts)} teacher x {len(ss)} student vars share it)")
+    for t, s in _adapter_candidates(student, teacher):
+        stride = _stride(s.shape, image_hw)
+        add(t, s, f"same spatial size {s.shape[2]}x{s.shape[3]} (stride {stride}), channels "
+                  f"{t.shape[1]} -> {s.shape[1]}: needs a 1x1 conv adapter")
+    return suggestions
+
+
+def _adapter_candidates(student: Sequence[VarInfo],
+                        teacher: Sequence[VarInfo]) -> list[tuple[VarInfo, VarInfo]]:
+    features = [(t, s) for t in teacher for s in student
+                if t.is_feature and s.is_feature and t.alias and s.alias
+                and t.alias not in LOGIT_ALIASES + ("image",) and s.alias not in LOGIT_ALIASES + ("image",)
+                and t.shape[2:] == s.shape[2:] and t.shape[1] != s.shape[1]]
+    # Same alias first, then the deepest features (smallest maps are the cheapest to match).
+    return sorted(features, key=lambda p: (p[0].alias != p[1].alias, _numel(p[1].shape[2:]),
+                                           -p[0].position, -p[1].position))
+
+
+# Block outputs make better targets than raw conv / pre-activation BN outputs of the same shape.
+_BLOCK_OUTPUT_OPS = ("relu", "relu6", "elementwise_add", "concat", "bilinear_interp_v2")
+
+
+def _representative(infos: Sequence[VarInfo]) -> VarInfo:
+    aliased = [i for i in infos if i.alias]
+    if aliased:
+        return aliased[-1]
+    return max(infos, key=lambda i: (i.op in _BLOCK_OUTPUT_OPS, i.position))
+
+
+def _numel(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= abs(d)
+    return n
+
+
+def _stride(shape: Sequence[int], image_hw: tuple[int, int]) -> str:
+    h = shape[2]
+    return f"1/{round(image_hw[0] / h)}" if h > 0 else "?"
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+# ---- the whole inspection -----------------------------------------------------------------------
+
+
+@dataclass
+class Inspection:
+    student: list[VarInfo]
+    teacher: Optional[list[VarInfo]]
+    image_hw: tuple[int, int]
+    build_seconds: float
+
+    def pairs(self) -> list[PairSuggestion]:
+        if self.teacher is None:
+            return []
+        return suggest_pairs(self.student, self.teacher, self.image_hw)
+
+    def groups(self):
+        return equal_shape_groups(self.student, self.teacher or [])
+
+    def to_json(self, grep: Optional[str] = None, op: Optional[str] = None,
+                params: bool = False, limit: Optional[int] = None) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "student": {"vars": [v.to_json(False) for v in filter_vars(self.student, grep, op, params)]},
+            "teacher": None,
+            "pairs": [p.to_json() for p in self.pairs()[:limit]],
+            "equal_shapes": [{"shape": list(shape), "student": [v.name for v in s],
+                              "teacher": [v.name for v in t]} for shape, s, t in self.groups()],
+            "build_seconds": round(self.build_seconds, 3),
+        }
+        if self.teacher is not None:
+            data["teacher"] = {"prefix": TEACHER_PREFIX, "vars": [
+                v.to_json(True) for v in filter_vars(self.teacher, grep, op, params)]}
+        return data
+
+
+def inspect_configs(student_cfg: Any, teacher_cfg: Any = None) -> Inspection:
+    """Build the student training program and (if given) the teacher program, without weights."""
+    import time
+
+    from .programs import build_student_train, build_teacher
+
+    start = time.perf_counter()
+    student = build_student_train(student_cfg)
+    student_vars = describe_program(student.main, student.aliases)
+    teacher_vars = None
+    if teacher_cfg is not None:
+        teacher = build_teacher(teacher_cfg, student.image.shape)
+        teacher_vars = describe_program(teacher.main, teacher.aliases, TEACHER_PREFIX)
+    hw = (int(student.image.shape[2]), int(student.image.shape[3]))
+    return Inspection(student_vars, teacher_vars, hw, time.perf_counter() - start)

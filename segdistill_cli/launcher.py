@@ -1,0 +1,346 @@
+"""Where and how a command runs: CPU or which GPU, one process or one worker per GPU.
+
+Shared by `train` and `eval`. The decision is a pure function of the options, the Paddle build
+(`cuda_compiled`, `gpu_count`, injectable for tests) and the environment:
+
+* no `--gpus`: one process on GPU 0 if this Paddle has CUDA and sees a GPU, else the CPU;
+  `--cpu` forces the CPU.
+* `--gpus 3`: one process on GPU 3 (no launcher).
+* `--gpus 0,1` (or any multi-node option): re-run the same command under
+  `python -m paddle.distributed.launch --devices 0,1 ... <python> -u -m segdistill_cli <args>`
+  (an argument list, never a shell). `paddle.distributed.launch` takes a script path, not `-m`;
+  when the "script" does not end in `.py` it runs it as a program with the remaining arguments,
+  so the Python interpreter is passed as the script (checked on Paddle 2.6.2).
+* inside a worker (`PADDLE_TRAINER_ID` set by the launcher, and our `SEGDISTILL_WORKER=1`):
+  never relaunch; rank/world/GPU come from `PADDLE_TRAINER_ID`, `PADDLE_TRAINERS_NUM`,
+  `FLAGS_selected_gpus` (an index among the visible GPUs, like legacy's `CUDAPlace(gpu_id)`).
+
+Static collective training (fleet) needs a GPU build: on the CPU build fleet's process group
+fails (reference/paddle-compat.md §7), so the multi-process path is tested up to the launch.
+Importing this module does not import Paddle.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+from .errors import ConfigError, SegDistillError
+
+WORKER_ENV = "SEGDISTILL_WORKER"
+# Options consumed by the launcher (they must not reach the workers); all take a value.
+LAUNCH_VALUE_OPTIONS = ("--gpus", "--ips", "--nnodes", "--master", "--node-rank", "--rank")
+
+
+# ---------------------------------------------------------------------------------------------
+# What the user asked for, and what we decided
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """The launch-related command-line options of `train` / `eval`."""
+
+    gpus: Optional[str] = None       # "0,1" as typed
+    cpu: bool = False
+    ips: Optional[str] = None        # multi-node: "10.0.0.1,10.0.0.2"
+    nnodes: Optional[int] = None
+    master: Optional[str] = None     # "ip:port"
+    node_rank: Optional[int] = None  # paddle.distributed.launch --rank
+    log_dir: Optional[str] = None    # per-worker logs (launch default: ./log)
+
+    @property
+    def multi_node(self) -> bool:
+        return bool(self.ips or self.master or (self.nnodes and self.nnodes > 1)
+                    or self.node_rank is not None)
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """`kind`: "single" (run here on `device`), "launch" (run `command`), or "worker"."""
+
+    kind: str
+    device: str = "cpu"                      # "cpu" or "gpu:N" for single / worker
+    command: Tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Who this process is. Rank 0 alone logs, saves and evaluates."""
+
+    rank: int = 0
+    nranks: int = 1
+    device: str = "cpu"
+    endpoints: Tuple[str, ...] = ()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.nranks > 1
+
+    @property
+    def gpu_id(self) -> Optional[int]:
+        return int(self.device.split(":", 1)[1]) if self.device.startswith("gpu:") else None
+
+    @property
+    def shard(self) -> Tuple[int, int]:
+        """(rank, nranks) for the data reader's legacy contiguous split."""
+        return self.rank, self.nranks
+
+    def place(self) -> Any:
+        from .paddle_env import import_paddle
+
+        paddle = import_paddle()
+        gpu = self.gpu_id
+        return paddle.CUDAPlace(gpu) if gpu is not None else paddle.CPUPlace()
+
+
+# ---------------------------------------------------------------------------------------------
+# Decisions (pure)
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_gpus(text: Optional[str]) -> Optional[Tuple[int, ...]]:
+    """"0,1" -> (0, 1); None/"" -> None. Errors name --gpus."""
+    if text is None or str(text).strip() == "":
+        return None
+    ids = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise ConfigError(f"--gpus {text!r}: expected comma-separated GPU ids such as 0,1")
+        ids.append(int(part))
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"--gpus {text!r}: a GPU id is listed twice")
+    return tuple(ids)
+
+
+def in_worker(env: Mapping[str, str]) -> bool:
+    """True inside a process started by paddle.distributed.launch."""
+    return env.get(WORKER_ENV) == "1" or "PADDLE_TRAINER_ID" in env
+
+
+def _cuda_facts(cuda_compiled: Optional[bool], gpu_count: Optional[int]) -> Tuple[bool, int]:
+    if cuda_compiled is None or gpu_count is None:
+        from .paddle_env import import_paddle
+
+        paddle = import_paddle()
+        if cuda_compiled is None:
+            cuda_compiled = bool(paddle.device.is_compiled_with_cuda())
+        if gpu_count is None:
+            gpu_count = int(paddle.device.cuda.device_count()) if cuda_compiled else 0
+    return cuda_compiled, gpu_count
+
+
+def _check_gpus(gpus: Tuple[int, ...], cuda_compiled: bool, gpu_count: int) -> None:
+    if not cuda_compiled:
+        raise SegDistillError(
+            f"--gpus {','.join(map(str, gpus))}: this Paddle is the CPU-only build; install "
+            "paddlepaddle-gpu==2.6.2 (CUDA 11.8) or drop --gpus")
+    if gpu_count == 0:
+        raise SegDistillError("--gpus: Paddle has CUDA but sees no GPU (check the driver and "
+                              "CUDA_VISIBLE_DEVICES)")
+    for gpu in gpus:
+        if gpu >= gpu_count:
+            raise SegDistillError(f"--gpus: GPU {gpu} does not exist; {gpu_count} visible "
+                                  f"(ids 0..{gpu_count - 1}, counted after CUDA_VISIBLE_DEVICES)")
+
+
+def plan_launch(request: LaunchRequest, argv: Sequence[str], *,
+                cuda_compiled: Optional[bool] = None, gpu_count: Optional[int] = None,
+                env: Optional[Mapping[str, str]] = None, python: str = sys.executable
+                ) -> LaunchPlan:
+    """Decide how to run `segdistill <argv>` (argv = the command line without the program name)."""
+    env = os.environ if env is None else env
+    if in_worker(env):
+        cuda_compiled, _ = _cuda_facts(cuda_compiled, gpu_count if gpu_count is not None else 0)
+        return LaunchPlan("worker", device=worker_device(env, cuda_compiled))
+    gpus = parse_gpus(request.gpus)
+    if request.cpu and gpus is not None:
+        raise ConfigError("--cpu and --gpus exclude each other")
+    if request.multi_node and gpus is None:
+        raise ConfigError("multi-node options (--ips/--nnodes/--master) need --gpus")
+    if request.cpu:
+        return LaunchPlan("single", device="cpu")
+    cuda_compiled, gpu_count = _cuda_facts(cuda_compiled, gpu_count)
+    if gpus is None:
+        return LaunchPlan("single", device="gpu:0" if cuda_compiled and gpu_count > 0 else "cpu")
+    _check_gpus(gpus, cuda_compiled, gpu_count)
+    if len(gpus) == 1 and not request.multi_node:
+        return LaunchPlan("single", device=f"gpu:{gpus[0]}")
+    return LaunchPlan("launch", command=tuple(launch_command(request, gpus, argv, python=python)))
+
+
+def strip_launch_options(argv: Sequence[str],
+                         options: Sequence[str] = LAUNCH_VALUE_OPTIONS) -> List[str]:
+    """`argv` without the launcher's own options (`--gpus 0,1` and `--gpus=0,1` forms)."""
+    out: List[str] = []
+    skip_next = False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+            continue
+        if arg == "--":
+            out.append(arg)
+            continue
+        name = arg.split("=", 1)[0]
+        if name in options:
+            skip_next = "=" not in arg
+            continue
+        out.append(arg)
+    return out
+
+
+def launch_command(request: LaunchRequest, gpus: Sequence[int], argv: Sequence[str], *,
+                   python: str = sys.executable) -> List[str]:
+    """`python -m paddle.distributed.launch ... <python> -u -m segdistill_cli <argv minus launch
+    options>` as an argument list."""
+    cmd = [python, "-m", "paddle.distributed.launch", "--devices", ",".join(map(str, gpus))]
+    if request.ips:
+        cmd += ["--ips", request.ips]
+    if request.nnodes is not None:
+        cmd += ["--nnodes", str(request.nnodes)]
+    if request.master:
+        cmd += ["--master", request.master]
+    if request.node_rank is not None:
+        cmd += ["--rank", str(request.node_rank)]
+    if request.log_dir:
+        cmd += ["--log_dir", str(request.log_dir)]
+    # The "training script" is the interpreter itself: launch runs non-.py scripts as programs.
+    cmd += [python, "-u", "-m", "segdistill_cli", *strip_launch_options(argv)]
+    return cmd
+
+
+def worker_device(env: Mapping[str, str], cuda_compiled: bool) -> str:
+    """The device of a launched worker: its FLAGS_selected_gpus entry on a GPU build, else CPU."""
+    if not cuda_compiled:
+        return "cpu"
+    selected = env.get("FLAGS_selected_gpus", "0").split(",")[0].strip() or "0"
+    if not selected.isdigit():
+        raise SegDistillError(f"FLAGS_selected_gpus={selected!r} is not a GPU index")
+    return f"gpu:{int(selected)}"
+
+
+def worker_context(env: Optional[Mapping[str, str]] = None, device: str = "cpu") -> RunContext:
+    """Rank and world size from the variables paddle.distributed.launch sets (legacy names)."""
+    env = os.environ if env is None else env
+    try:
+        rank = int(env.get("PADDLE_TRAINER_ID", "0"))
+        nranks = int(env.get("PADDLE_TRAINERS_NUM", "1"))
+    except ValueError:
+        raise SegDistillError("PADDLE_TRAINER_ID / PADDLE_TRAINERS_NUM are not integers: "
+                              f"{env.get('PADDLE_TRAINER_ID')!r} / "
+                              f"{env.get('PADDLE_TRAINERS_NUM')!r}") from None
+    if nranks < 1 or not 0 <= rank < nranks:
+        raise SegDistillError(f"bad launcher environment: rank {rank} of {nranks}")
+    endpoints = tuple(e for e in env.get("PADDLE_TRAINER_ENDPOINTS", "").split(",") if e)
+    return RunContext(rank=rank, nranks=nranks, device=device, endpoints=endpoints)
+
+
+def run_context(plan: LaunchPlan, env: Optional[Mapping[str, str]] = None) -> RunContext:
+    """The RunContext of this process for a "single" or "worker" plan."""
+    if plan.kind == "launch":
+        raise ValueError("a 'launch' plan runs workers; it has no run context of its own")
+    if plan.kind == "worker":
+        return worker_context(env, plan.device)
+    return RunContext(rank=0, nranks=1, device=plan.device)
+
+
+def per_rank_batch(global_batch: int, nranks: int) -> int:
+    """Legacy: BATCH_SIZE is the global batch, split evenly over the workers."""
+    if global_batch % nranks:
+        raise ConfigError(f"BATCH_SIZE {global_batch} is not divisible by the {nranks} workers "
+                          f"(use a multiple of {nranks})")
+    return global_batch // nranks
+
+
+def shard_items(items: Sequence[Any], rank: int, nranks: int) -> List[Any]:
+    """Legacy multi-trainer split: trainer k takes the contiguous slice [n*k, n*(k+1)),
+    n = len // nranks (the remainder is dropped so every rank runs the same number of steps)."""
+    n = len(items) // nranks
+    return list(items[n * rank:n * (rank + 1)])
+
+
+def run_launch(plan: LaunchPlan, env: Optional[Mapping[str, str]] = None) -> int:
+    """Run the launcher command of a "launch" plan; return its exit code (130 on Ctrl-C)."""
+    child_env = dict(os.environ if env is None else env)
+    child_env[WORKER_ENV] = "1"
+    proc = subprocess.Popen(list(plan.command), env=child_env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        # The launcher got the same SIGINT (same process group) and stops its workers.
+        try:
+            return proc.wait(timeout=30) or 130
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+            return 130
+
+
+# ---------------------------------------------------------------------------------------------
+# Fleet collective training (workers of a "launch" plan)
+# ---------------------------------------------------------------------------------------------
+
+
+def convert_sync_batch_norm(program: Any, startup_program: Any) -> None:
+    """Turn every batch_norm (and its grad) in `program` into sync_batch_norm, in place.
+
+    Paddle 2.6's static fleet cannot do it for us: `DistributedStrategy.sync_batch_norm` is not
+    read in static mode, and `strategy.build_strategy` round-trips through a proto that has no
+    sync_batch_norm field (set it, read it back: False). So the pass legacy got from
+    `BuildStrategy.sync_batch_norm` is applied directly. Its op exists only in GPU builds.
+    """
+    from .paddle_env import import_paddle
+
+    paddle = import_paddle()
+    from paddle.framework.ir import apply_build_strategy
+
+    build = paddle.static.BuildStrategy()
+    build.sync_batch_norm = True
+    try:
+        apply_build_strategy(program, startup_program, build, {"use_cuda": True})
+    except RuntimeError as exc:
+        if "sync_batch_norm" in str(exc) and "not registered" in str(exc):
+            raise SegDistillError("TRAIN.SYNC_BATCH_NORM needs the GPU build of Paddle "
+                                  "(sync_batch_norm is not in this one)") from None
+        raise
+
+
+class SyncBatchNormOptimizer:
+    """Wraps a (fleet) optimizer: `minimize` as usual, then batch_norm -> sync_batch_norm."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def minimize(self, loss: Any, startup_program: Any = None, parameters: Any = None,
+                 no_grad_set: Any = None) -> Any:
+        result = self.inner.minimize(loss, startup_program, parameters, no_grad_set)
+        if startup_program is None:
+            from .paddle_env import import_paddle
+
+            startup_program = import_paddle().static.default_startup_program()
+        convert_sync_batch_norm(loss.block.program, startup_program)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def distributed_optimizer(optimizer: Any, ctx: RunContext, sync_batch_norm: bool = False) -> Any:
+    """The optimizer to call `.minimize(loss)` on: `optimizer` itself for one process, else the
+    fleet collective wrapper (gradients all-reduced and averaged), plus SyncBN per
+    TRAIN.SYNC_BATCH_NORM — which legacy also applied only with more than one device."""
+    if not ctx.distributed:
+        return optimizer
+    from paddle.distributed import fleet
+
+    fleet.init(is_collective=True)
+    wrapped = fleet.distributed_optimizer(optimizer, fleet.DistributedStrategy())
+    return SyncBatchNormOptimizer(wrapped) if sync_batch_norm else wrapped

@@ -1,0 +1,195 @@
+"""Launcher decisions (device matrix, command lines, worker environment) and one real CPU launch."""
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import time
+
+import pytest
+
+from segdistill_cli import launcher as L
+from segdistill_cli.errors import ConfigError, SegDistillError
+
+PY = "/opt/py/bin/python"
+ARGV = ["train", "--cfg", "s.yaml", "--gpus", "0,1", "--teacher-cfg", "t.yaml", "--set",
+        "SOLVER.LR=0.01"]
+
+
+def plan(argv=ARGV, cuda=True, count=2, env=None, **request):
+    return L.plan_launch(L.LaunchRequest(**request), argv, cuda_compiled=cuda, gpu_count=count,
+                         env=env or {}, python=PY)
+
+
+# ---- device choice matrix ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("cuda,count,gpus,cpu,expected", [
+    (False, 0, None, False, "cpu"),      # CPU build
+    (True, 0, None, False, "cpu"),       # GPU build, no GPU visible
+    (True, 2, None, False, "gpu:0"),     # default: first GPU
+    (True, 2, None, True, "cpu"),        # --cpu forces CPU
+    (True, 4, "3", False, "gpu:3"),      # --gpus 3: that GPU, no launcher
+])
+def test_single_process_device_choice(cuda, count, gpus, cpu, expected):
+    p = plan(cuda=cuda, count=count, gpus=gpus, cpu=cpu)
+    assert p.kind == "single" and p.device == expected and p.command == ()
+    ctx = L.run_context(p)
+    assert (ctx.rank, ctx.nranks, ctx.is_main, ctx.distributed) == (0, 1, True, False)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(cuda=False, count=0, gpus="0,1"), SegDistillError, "CPU-only build"),
+    (dict(cuda=False, count=0, gpus="0"), SegDistillError, "paddlepaddle-gpu"),
+    (dict(cuda=True, count=0, gpus="0"), SegDistillError, "sees no GPU"),
+    (dict(cuda=True, count=2, gpus="0,2"), SegDistillError, "GPU 2 does not exist"),
+    (dict(gpus="0,0"), ConfigError, "listed twice"),
+    (dict(gpus="0;1"), ConfigError, "comma-separated"),
+    (dict(gpus="0", cpu=True), ConfigError, "exclude each other"),
+    (dict(master="10.0.0.1:8090", nnodes=2), ConfigError, "need --gpus"),
+])
+def test_bad_requests_are_clear_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        plan(**kwargs)
+
+
+# ---- launcher command lines -------------------------------------------------------------------
+
+def test_two_gpus_relaunch_under_paddle_distributed_launch():
+    p = plan(gpus="0,1", log_dir="out/log")
+    assert p.kind == "launch"
+    assert list(p.command) == [
+        PY, "-m", "paddle.distributed.launch", "--devices", "0,1", "--log_dir", "out/log",
+        PY, "-u", "-m", "segdistill_cli",
+        "train", "--cfg", "s.yaml", "--teacher-cfg", "t.yaml", "--set", "SOLVER.LR=0.01"]
+
+
+def test_multi_node_options_pass_through_and_are_stripped_from_the_worker():
+    argv = ["train", "--cfg", "s.yaml", "--gpus=0,1", "--ips", "10.0.0.1,10.0.0.2",
+            "--nnodes", "2", "--master=10.0.0.1:8090", "--node-rank", "1"]
+    p = plan(argv, count=8, gpus="0,1", ips="10.0.0.1,10.0.0.2", nnodes=2,
+             master="10.0.0.1:8090", node_rank=1)
+    cmd = list(p.command)
+    launch_part = cmd[:cmd.index(PY, 1)]
+    assert launch_part == [PY, "-m", "paddle.distributed.launch", "--devices", "0,1",
+                           "--ips", "10.0.0.1,10.0.0.2", "--nnodes", "2",
+                           "--master", "10.0.0.1:8090", "--rank", "1"]
+    assert cmd[len(launch_part):] == [PY, "-u", "-m", "segdistill_cli", "train", "--cfg", "s.yaml"]
+
+
+def test_one_gpu_per_node_on_several_nodes_still_launches():
+    p = plan(gpus="0", count=1, master="10.0.0.1:8090", nnodes=2)
+    assert p.kind == "launch" and "--devices" in p.command
+
+
+def test_strip_keeps_everything_else():
+    assert L.strip_launch_options(["eval", "--gpus", "1", "--cpu", "--set", "A=1", "--", "--x"]) \
+        == ["eval", "--cpu", "--set", "A=1", "--", "--x"]
+
+
+# ---- inside a worker --------------------------------------------------------------------------
+
+WORKER_ENV = {"PADDLE_TRAINER_ID": "1", "PADDLE_TRAINERS_NUM": "2", "FLAGS_selected_gpus": "1",
+              "PADDLE_TRAINER_ENDPOINTS": "127.0.0.1:6170,127.0.0.1:6171",
+              L.WORKER_ENV: "1"}
+
+
+def test_worker_never_relaunches_and_reads_the_environment():
+    p = plan(gpus="0,1", env=WORKER_ENV)  # the user's --gpus is irrelevant in a worker
+    assert p.kind == "worker" and p.device == "gpu:1"
+    ctx = L.run_context(p, WORKER_ENV)
+    assert (ctx.rank, ctx.nranks, ctx.is_main, ctx.distributed, ctx.gpu_id) == (1, 2, False, True, 1)
+    assert ctx.shard == (1, 2) and len(ctx.endpoints) == 2
+    cpu_worker = plan(cuda=False, count=0, env=WORKER_ENV)
+    assert cpu_worker.device == "cpu"
+    with pytest.raises(SegDistillError, match="rank 2 of 2"):
+        L.worker_context({"PADDLE_TRAINER_ID": "2", "PADDLE_TRAINERS_NUM": "2"})
+
+
+def test_per_rank_batch_and_shards():
+    assert L.per_rank_batch(16, 2) == 8
+    with pytest.raises(ConfigError, match="BATCH_SIZE 15 is not divisible by the 2 workers"):
+        L.per_rank_batch(15, 2)
+    items = list(range(11))
+    shards = [L.shard_items(items, r, 3) for r in range(3)]
+    assert shards == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]  # legacy: remainder dropped
+
+
+def test_single_process_optimizer_is_unwrapped():
+    sentinel = object()
+    assert L.distributed_optimizer(sentinel, L.RunContext()) is sentinel
+
+
+def test_sync_bn_wrapper_minimizes_then_converts(monkeypatch):
+    calls = []
+
+    class Inner:
+        lr = 0.1
+
+        def minimize(self, loss, startup, parameters, no_grad_set):
+            calls.append("minimize")
+            return "ops"
+
+    class Loss:
+        class block:
+            program = "main-program"
+
+    monkeypatch.setattr(L, "convert_sync_batch_norm",
+                        lambda program, startup: calls.append(("convert", program, startup)))
+    opt = L.SyncBatchNormOptimizer(Inner())
+    assert opt.minimize(Loss(), "startup") == "ops" and opt.lr == 0.1
+    assert calls == ["minimize", ("convert", "main-program", "startup")]
+
+
+def test_sync_bn_on_the_cpu_build_is_a_clear_error():
+    from segdistill_cli.paddle_env import import_paddle
+
+    paddle = import_paddle()
+    if paddle.device.is_compiled_with_cuda():
+        pytest.skip("GPU build: sync_batch_norm exists here")
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup):
+        x = paddle.static.data("x", [2, 3, 4, 4], "float32")
+        paddle.static.nn.batch_norm(x)
+    with pytest.raises(SegDistillError, match="SYNC_BATCH_NORM needs the GPU build"):
+        L.convert_sync_batch_norm(main, startup)
+
+
+# ---- a real two-process CPU launch ------------------------------------------------------------
+
+_WORKER = textwrap.dedent("""
+    import json, os, sys, time
+    from segdistill_cli import launcher as L
+    plan = L.plan_launch(L.LaunchRequest(gpus="0,1"), sys.argv[1:], cuda_compiled=False,
+                         gpu_count=0)
+    ctx = L.run_context(plan)
+    out = {"kind": plan.kind, "rank": ctx.rank, "nranks": ctx.nranks, "device": ctx.device,
+           "is_main": ctx.is_main, "argv": sys.argv[1:],
+           "marked": os.environ.get(L.WORKER_ENV)}
+    with open(f"rank{ctx.rank}.json", "w") as fh:
+        json.dump(out, fh)
+    if ctx.rank == 1:
+        time.sleep(1)
+        sys.exit(3)
+""")
+
+
+def test_real_cpu_launch_of_two_workers(tmp_path, monkeypatch):
+    (tmp_path / "fake_worker.py").write_text(_WORKER)
+    monkeypatch.chdir(tmp_path)
+    cmd = L.launch_command(L.LaunchRequest(log_dir=str(tmp_path / "log")), (0, 1),
+                           ["train", "--gpus", "0,1", "--cfg", "s.yaml"], python=sys.executable)
+    # CPU build: no --devices; two CPU processes instead. Run our module in place of the CLI.
+    cmd = [("--nproc_per_node" if a == "--devices" else a) for a in cmd]
+    cmd[cmd.index("0,1")] = "2"
+    cmd[cmd.index("segdistill_cli")] = "fake_worker"
+    start = time.time()
+    code = L.run_launch(L.LaunchPlan("launch", command=tuple(cmd)))
+    elapsed = time.time() - start
+    assert code == 3  # rank 1's exit code comes back through the launcher
+    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for rank, info in enumerate(seen):
+        assert info == {"kind": "worker", "rank": rank, "nranks": 2, "device": "cpu",
+                        "is_main": rank == 0, "argv": ["train", "--cfg", "s.yaml"],
+                        "marked": "1"}
+    assert (tmp_path / "log" / "workerlog.0").exists()
+    assert elapsed < 30
