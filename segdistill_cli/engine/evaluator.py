@@ -2,11 +2,16 @@
 resolution, a streaming confusion matrix over valid pixels. Optional test-time augmentation
 (horizontal flip, several scales: softmax probabilities averaged), reported as such.
 
-The eval program shares the caller's scope: parameters have the legacy names in every program, so
-during training the evaluator reads the student's current weights with no copy.
+`Predictor` runs the eval program(s) on normalised eval-size batches (used by `eval`, `predict`
+and `export`); `Evaluator` adds the val list and the confusion matrix.
+
+The eval programs share the caller's scope: parameters have the legacy names in every program, so
+during training the evaluator reads the student's current weights with no copy, and one weight load
+serves every scale.
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
@@ -17,6 +22,7 @@ from ..data.dataset import SegDataset
 from ..data.loader import BatchLoader
 from ..errors import ConfigError
 from ..paddle_env import import_paddle
+from ..palettes import class_names as _class_names
 from ..programs import BuiltProgram, build_eval, feed_shape
 from .metrics import ConfusionMatrix
 
@@ -29,10 +35,15 @@ class EvalResult:
     flip: bool = False
     scales: tuple[float, ...] = (1.0,)
     class_names: list[str] = field(default_factory=list)
+    shards: int = 1  # how many workers' matrices were summed
 
     @property
     def images_per_second(self) -> float:
         return self.num_images / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def tta(self) -> bool:
+        return self.flip or tuple(self.scales) != (1.0,)
 
     def to_json(self, model_dir: Optional[str] = None) -> dict[str, Any]:
         m = self.matrix
@@ -44,6 +55,8 @@ class EvalResult:
             "class_names": self.class_names, "num_images": self.num_images,
             "model_dir": model_dir, "flip": self.flip, "scales": list(self.scales),
             "images_per_second": round(self.images_per_second, 3),
+            "seconds": round(self.seconds, 3), "shards": self.shards,
+            "confusion_matrix": m.matrix.tolist(),
         }
 
 
@@ -64,94 +77,131 @@ def parse_scales(text: Optional[str]) -> tuple[float, ...]:
 class _ScaleProgram:
     scale: float
     built: BuiltProgram
-    output: Any  # argmax [N,H,W] (plain eval) or probabilities [N,C,H,W] at eval size (TTA)
+    labels: Any  # argmax [N,H,W] at this program's input size
+    probs: Any  # softmax probabilities [N,C,H,W] resized to the eval size
+
+
+class Predictor:
+    """Class maps / probabilities for normalised eval-size batches [N,C,H,W] with the weights in
+    `scope`. `flip` adds the horizontally mirrored batch; `scales` runs the model on the batch
+    resized by each factor; with either, softmax probabilities are averaged (then argmax)."""
+
+    def __init__(self, cfg: Any, scope: Any, place: Any, exe: Any = None, flip: bool = False,
+                 scales: Sequence[float] = (1.0,)):
+        self.paddle = import_paddle()
+        self.cfg, self.scope, self.place = cfg, scope, place
+        self.exe = exe or self.paddle.static.Executor(place)
+        self.flip, self.scales = bool(flip), tuple(float(s) for s in scales)
+        if not self.scales:
+            raise ConfigError("--scales: give at least one scale")
+        self.tta = self.flip or self.scales != (1.0,)
+        _, _, self.height, self.width = feed_shape(cfg, "EVAL_CROP_SIZE")
+        self.programs = [self._build(s) for s in self.scales]
+
+    @property
+    def main_program(self) -> Any:
+        """The first scale's eval program (every scale has the same parameters)."""
+        return self.programs[0].built.main
+
+    @property
+    def startup_programs(self) -> list[Any]:
+        return [p.built.startup for p in self.programs]
+
+    def _build(self, scale: float) -> _ScaleProgram:
+        functional = self.paddle.nn.functional
+        cfg = self.cfg if scale == 1.0 else _with_crop(self.cfg, round(self.width * scale),
+                                                        round(self.height * scale))
+        built = build_eval(cfg)
+        with built.guard():
+            labels = self.paddle.argmax(built.logits, axis=1)
+            probs = functional.softmax(built.logits, axis=1)
+            if scale != 1.0:  # back to the eval size, like legacy's resizes (corners aligned)
+                probs = functional.interpolate(probs, size=[self.height, self.width],
+                                               mode="bilinear", align_corners=True)
+        return _ScaleProgram(scale, built, labels, probs)
+
+    def _run(self, program: _ScaleProgram, images: np.ndarray, output: Any) -> np.ndarray:
+        (value,) = self.exe.run(program.built.main, feed={"image": images}, fetch_list=[output],
+                                scope=self.scope)
+        return np.asarray(value)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class map [N,H,W] (int64)."""
+        if not self.tta:
+            program = self.programs[0]
+            return self._run(program, np.ascontiguousarray(images, np.float32), program.labels)
+        return np.argmax(self.probabilities(images), axis=1)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Softmax probabilities [N,C,H,W], averaged over scales and (with flip) mirror views."""
+        total, views = None, 0
+        for program in self.programs:
+            mirrored = [False, True] if self.flip else [False]
+            for mirror in mirrored:
+                view = images[:, :, :, ::-1] if mirror else images
+                if program.scale != 1.0:
+                    view = _resize_batch(view, program.built.image.shape[2:])
+                probs = self._run(program, np.ascontiguousarray(view, np.float32), program.probs)
+                if mirror:
+                    probs = probs[:, :, :, ::-1]
+                total = probs if total is None else total + probs
+                views += 1
+        return total / views
 
 
 class Evaluator:
-    """Evaluate `cfg`'s model on its VAL list with the weights present in `scope`."""
+    """Evaluate `cfg`'s model on its VAL list (or `list_file`) with the weights present in `scope`.
+
+    `shard=(k, n)` evaluates the k-th of n contiguous parts of the list (a multi-worker eval sums
+    the n matrices, which equals the single-process matrix).
+    """
 
     def __init__(self, cfg: Any, scope: Any, place: Any, exe: Any = None, flip: bool = False,
                  scales: Sequence[float] = (1.0,), batch_size: Optional[int] = None,
                  shard: tuple[int, int] = (0, 1), list_file: Optional[str] = None,
                  num_workers: Optional[int] = None):
-        self.paddle = import_paddle()
-        self.cfg, self.scope, self.place = cfg, scope, place
-        self.exe = exe or self.paddle.static.Executor(place)
-        self.flip, self.scales = bool(flip), tuple(scales)
-        self.tta = self.flip or self.scales != (1.0,)
+        self.cfg = cfg
         self.dataset = SegDataset(cfg, mode="eval", shard=shard, list_file=list_file)
-        self.batch_size = batch_size or int(cfg.BATCH_SIZE)
-        self.num_workers = cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers
-        self.programs = [self._build(s) for s in self.scales]
+        self.batch_size = int(batch_size or cfg.BATCH_SIZE)
+        self.num_workers = int(cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers)
+        self.predictor = Predictor(cfg, scope, place, exe, flip, scales)
+        self.flip, self.scales = self.predictor.flip, self.predictor.scales
+        self.scope, self.place, self.exe = scope, place, self.predictor.exe
 
     @property
     def main_program(self) -> Any:
-        """The scale-1.0 eval program (for loading weights into it)."""
-        return self.programs[0].built.main
-
-    def _build(self, scale: float) -> _ScaleProgram:
-        paddle, cfg = self.paddle, self.cfg
-        _, channels, height, width = feed_shape(cfg, "EVAL_CROP_SIZE")
-        if scale != 1.0:
-            cfg = _with_crop(cfg, round(width * scale), round(height * scale))
-        built = build_eval(cfg)
-        with built.guard():
-            if self.tta:
-                probs = paddle.nn.functional.softmax(built.logits, axis=1)
-                if scale != 1.0:  # back to the eval size, like legacy's resizes (corners aligned)
-                    probs = paddle.nn.functional.interpolate(probs, size=[height, width],
-                                                             mode="bilinear", align_corners=True)
-                output = probs
-            else:
-                output = paddle.argmax(built.logits, axis=1)
-        return _ScaleProgram(scale, built, output)
+        """An eval program to load weights into (all scales share its parameters)."""
+        return self.predictor.main_program
 
     def evaluate(self, progress: Optional[Callable[[int, int], None]] = None) -> EvalResult:
         """Run over the list; `progress(done_images, total_images)` after each batch."""
         num_classes = int(self.cfg.DATASET.NUM_CLASSES)
         matrix = ConfusionMatrix(num_classes, ignore_index=int(self.cfg.DATASET.IGNORE_INDEX))
         total, done, start = len(self.dataset), 0, time.perf_counter()
-        with BatchLoader(self.dataset, self.batch_size, self.num_workers, drop_last=False) as loader:
-            for batch in loader.epoch(0):
-                pred = self.predict(batch["image"])
-                matrix.update(pred, batch["label"][:, 0], batch["mask"][:, 0])
-                done += len(pred)
-                if progress is not None:
-                    progress(done, total)
-        names = list(self.cfg.DATASET.CLASS_NAMES or [])
-        return EvalResult(matrix, done, time.perf_counter() - start, self.flip, self.scales, names)
+        if total:
+            # Fewer workers than batches only costs start-up time.
+            batches = -(-total // self.batch_size)
+            workers = min(self.num_workers, max(0, batches - 1))
+            with BatchLoader(self.dataset, self.batch_size, workers, drop_last=False) as loader:
+                for batch in loader.epoch(0):
+                    pred = self.predictor.predict(batch["image"])
+                    matrix.update(pred, batch["label"][:, 0], batch["mask"][:, 0])
+                    done += len(pred)
+                    if progress is not None:
+                        progress(done, total)
+        return EvalResult(matrix, done, time.perf_counter() - start, self.flip, self.scales,
+                          _class_names(self.cfg))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class map [N,H,W] (int64) for a batch of normalised eval-size images [N,C,H,W]."""
-        if not self.tta:
-            program = self.programs[0]
-            (pred,) = self.exe.run(program.built.main, feed={"image": images},
-                                   fetch_list=[program.output], scope=self.scope)
-            return np.asarray(pred)
-        return np.argmax(self.probabilities(images), axis=1)
+        return self.predictor.predict(images)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Softmax probabilities [N,C,H,W] averaged over scales (and flips, if enabled)."""
-        if not self.tta:
-            raise RuntimeError("probabilities() needs flip or scales (the plain program fetches argmax)")
-        acc = None
-        for program in self.programs:
-            views = [images] + ([images[:, :, :, ::-1]] if self.flip else [])
-            for view_index, view in enumerate(views):
-                batch = _resize_batch(view, program.built.image.shape[2:]) if program.scale != 1.0 \
-                    else np.ascontiguousarray(view)
-                (probs,) = self.exe.run(program.built.main, feed={"image": batch},
-                                        fetch_list=[program.output], scope=self.scope)
-                probs = np.asarray(probs)
-                if view_index == 1:
-                    probs = probs[:, :, :, ::-1]
-                acc = probs if acc is None else acc + probs
-        return acc / (len(self.programs) * (2 if self.flip else 1))
+        """Softmax probabilities [N,C,H,W] (averaged over the TTA views, if any)."""
+        return self.predictor.probabilities(images)
 
 
 def _with_crop(cfg: Any, width: int, height: int) -> Any:
-    import copy
-
     scaled = copy.deepcopy(cfg)
     scaled["EVAL_CROP_SIZE"] = (int(width), int(height))
     return scaled

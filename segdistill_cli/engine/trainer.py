@@ -26,7 +26,7 @@ from ..config import Configs
 from ..data.check import require_valid_data
 from ..data.dataset import SegDataset
 from ..data.loader import BatchLoader, default_prefetch
-from ..errors import SegDistillError
+from ..errors import ConfigError, SegDistillError
 from ..launcher import RunContext, per_rank_batch
 from ..weights import load_weights
 from . import checkpoints
@@ -74,6 +74,7 @@ class Trainer:
         self.seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
         self.resume_from: Optional[Path] = None
         self.resume_meta: dict[str, Any] = {}
+        self.graph: Optional[TrainGraph] = None  # set by run(); tests and benchmarks inspect it
 
     # ---- pre-flight ----------------------------------------------------------------------------
 
@@ -84,13 +85,12 @@ class Trainer:
         """
         from ..config import fatal, validate
 
-        errors: list[str] = []
         problems = validate(self.configs, "train", do_eval=self.options.do_eval,
                             use_teacher=self.options.use_teacher)
         for p in problems:
             if not p.fatal:
                 self.echo(f"warning: {p}")
-        errors += [str(p) for p in fatal(problems)]
+        errors: list[SegDistillError] = [ConfigError(str(p)) for p in fatal(problems)]
         if not errors:
             errors += self._check_data()
         errors += self._check_batch_and_save_dir()
@@ -106,7 +106,7 @@ class Trainer:
                 self.echo(f"distill: {pair.describe()}")
         return student, teacher, pairs
 
-    def _check_data(self) -> list[str]:
+    def _check_data(self) -> list[SegDistillError]:
         if self.options.check_data == "off":
             return []
         splits = ["train"] + (["val"] if self.options.do_eval else [])
@@ -114,15 +114,20 @@ class Trainer:
         try:
             require_valid_data(self.cfg, splits, sample=sample, seed=self.seed)
         except SegDistillError as exc:
-            return [str(exc)]
+            return [exc]
         return []
 
-    def _check_batch_and_save_dir(self) -> list[str]:
+    def _check_batch_and_save_dir(self) -> list[SegDistillError]:
         errors = []
         try:
             per_rank_batch(int(self.cfg.BATCH_SIZE), self.ctx.nranks)
         except SegDistillError as exc:
-            errors.append(str(exc))
+            errors.append(exc)
+        if self.options.vdl:
+            try:
+                import visualdl  # noqa: F401
+            except ImportError:
+                errors.append(ConfigError("--vdl needs VisualDL: pip install 'segdistill[vdl]'"))
         if not self.options.dry_run and self.ctx.is_main:
             try:
                 self.save_dir.mkdir(parents=True, exist_ok=True)
@@ -130,11 +135,11 @@ class Trainer:
                 probe.write_bytes(b"")
                 probe.unlink()
             except OSError as exc:
-                errors.append(f"TRAIN.MODEL_SAVE_DIR: cannot write to {self.save_dir}: "
-                              f"{exc.strerror or exc}")
+                errors.append(ConfigError(f"TRAIN.MODEL_SAVE_DIR: cannot write to {self.save_dir}: "
+                                          f"{exc.strerror or exc}"))
         return errors
 
-    def _check_resume(self) -> list[str]:
+    def _check_resume(self) -> list[SegDistillError]:
         resume = self.options.resume
         if not resume:
             return []
@@ -148,8 +153,8 @@ class Trainer:
             self.resume_from = Path(resume)
         meta = checkpoints.read_meta(self.resume_from)
         if meta is None:
-            return [f"--resume: {self.resume_from} is not a complete checkpoint "
-                    "(no meta.json; was it interrupted while saving?)"]
+            return [ConfigError(f"--resume: {self.resume_from} is not a complete checkpoint "
+                                "(no meta.json; was it interrupted while saving?)")]
         self.resume_meta = meta
         if self.options.seed is None and "seed" in meta:
             self.seed = int(meta["seed"])  # same data order and augmentation as the first run
@@ -163,6 +168,7 @@ class Trainer:
         graph = build_train_graph(self.configs, self.ctx, len(train_set.entries), self.seed,
                                   self.options.use_teacher, self.echo, pairs=pairs,
                                   teacher=teacher, student=student)
+        self.graph = graph
         begin_epoch = self._init_student(graph)
         batch = per_rank_batch(int(self.cfg.BATCH_SIZE), self.ctx.nranks)
         workers = int(self.cfg.DATALOADER.NUM_WORKERS)
@@ -265,7 +271,8 @@ class Trainer:
                     global_step += 1
                     _check_finite(values, epoch, global_step, last_good)
                     logger.step(epoch, step_in_epoch, steps_per_epoch, global_step, lr, values,
-                                force=global_step % self.options.log_steps == 0)
+                                force=(global_step % self.options.log_steps == 0
+                                       or step_in_epoch == steps_per_epoch))
                 epochs_run += 1
                 if ctx.is_main and (epoch % snapshot == 0 or epoch == num_epochs):
                     miou = None
@@ -334,11 +341,13 @@ class Trainer:
         os.replace(tmp, checkpoints_dir / "run.json")
 
 
-def _combined(errors: list[str]) -> SegDistillError:
+def _combined(errors: list[SegDistillError]) -> SegDistillError:
+    """One error for all pre-flight problems; a config/usage error (exit 2) if any of them is."""
     if len(errors) == 1:
-        return SegDistillError(errors[0])
+        return errors[0]
     listing = "; ".join(f"({i}) {e}" for i, e in enumerate(errors, start=1))
-    return SegDistillError(f"pre-flight found {len(errors)} problems: {listing}")
+    kind = ConfigError if any(isinstance(e, ConfigError) for e in errors) else SegDistillError
+    return kind(f"pre-flight found {len(errors)} problems: {listing}")
 
 
 def _check_finite(values: dict[str, float], epoch: int, step: int, last_good: Optional[Path]) -> None:

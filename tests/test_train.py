@@ -1,0 +1,308 @@
+"""`segdistill train` end to end on real CamVid at a tiny crop: distillation, teacher frozen bit for
+bit, resume equality, SIGKILL during training and during a save, NaN stop, pre-flight errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segdistill_cli.cli import main
+from segdistill_cli.config import load_configs
+from segdistill_cli.engine import checkpoints
+from segdistill_cli.engine.trainer import Trainer, TrainOptions
+from segdistill_cli.errors import SegDistillError
+from segdistill_cli.launcher import RunContext
+from segdistill_cli.weights import read_pdparams, read_tensor, write_legacy_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CAMVID = ROOT.parent / "shared" / "data" / "camvid"
+STUDENT_CFG = ROOT / "configs" / "camvid.yaml"
+TEACHER_CFG = ROOT / "configs" / "camvid_teacher.yaml"
+
+pytestmark = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"real CamVid data not found at {CAMVID}")
+
+# Tiny but real: 64x48 crops, batch 2, the smallest MobileNetV2 widths.
+TINY = ["TRAIN_CROP_SIZE=(64, 48)", "EVAL_CROP_SIZE=(64, 48)", "AUG.FIX_RESIZE_SIZE=(64, 48)",
+        "BATCH_SIZE=2", "DATALOADER.NUM_WORKERS=0", "MODEL.DEEPLAB.DEPTH_MULTIPLIER=0.25",
+        "TRAIN.SNAPSHOT_EPOCH=1", "SOLVER.NUM_EPOCHS=2", "SOLVER.LR=0.01"]
+TINY_TEACHER = ["MODEL.DEEPLAB.DEPTH_MULTIPLIER=0.5", "TRAIN_CROP_SIZE=(64, 48)",
+                "EVAL_CROP_SIZE=(64, 48)"]
+
+
+@pytest.fixture(scope="module")
+def lists(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("lists")
+    train = (CAMVID / "train.txt").read_text().splitlines()[:8]
+    val = (CAMVID / "val.txt").read_text().splitlines()[:4]
+    (folder / "train.txt").write_text("\n".join(train) + "\n")
+    (folder / "val.txt").write_text("\n".join(val) + "\n")
+    return {"DATASET.DATA_DIR": str(CAMVID), "DATASET.TRAIN_FILE_LIST": str(folder / "train.txt"),
+            "DATASET.VAL_FILE_LIST": str(folder / "val.txt")}
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory) -> Path:
+    """A teacher in the legacy one-file-per-variable format, initialised (not trained)."""
+    from segdistill_cli.paddle_env import import_paddle
+    from segdistill_cli.programs import build_teacher
+
+    paddle = import_paddle()
+    configs = load_configs(TEACHER_CFG, None, TINY_TEACHER)
+    paddle.seed(7)
+    teacher = build_teacher(configs.student)
+    scope = paddle.static.Scope()
+    paddle.static.Executor(paddle.CPUPlace()).run(teacher.startup, scope=scope)
+    tensors = {p.name: np.array(scope.find_var(p.name).get_tensor())
+               for p in teacher.main.all_parameters()}
+    # Give the BN statistics non-trivial values so "unchanged" means something.
+    for name, value in tensors.items():
+        if name.endswith("moving_variance") or name.endswith("_bn_variance"):
+            tensors[name] = value + np.float32(0.5)
+    return write_legacy_dir(tmp_path_factory.mktemp("teacher") / "xteacher", tensors)
+
+
+def overrides(lists: dict[str, str], save_dir: Path, *extra: str) -> list[str]:
+    return TINY + [f"{k}={v}" for k, v in lists.items()] + [f"TRAIN.MODEL_SAVE_DIR={save_dir}",
+                                                             *extra]
+
+
+def teacher_overrides(teacher_dir: Path, *extra: str) -> list[str]:
+    return TINY_TEACHER + [f"SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR={teacher_dir}", *extra]
+
+
+def make_trainer(lists, teacher_dir, save_dir, student_extra=(), teacher_extra=(), **options):
+    configs = load_configs(STUDENT_CFG, TEACHER_CFG, overrides(lists, save_dir, *student_extra),
+                           teacher_overrides(teacher_dir, *teacher_extra))
+    options.setdefault("seed", 3)
+    options.setdefault("log_steps", 2)
+    return Trainer(configs, TrainOptions(**options), RunContext(), log=lambda m: None)
+
+
+def cli_args(lists, teacher_dir, save_dir, *extra: str) -> list[str]:
+    args = ["train", "--cfg", str(STUDENT_CFG), "--teacher-cfg", str(TEACHER_CFG), "--seed", "3"]
+    for item in overrides(lists, save_dir):
+        args += ["--set", item]
+    for item in teacher_overrides(teacher_dir):
+        args += ["--teacher-set", item]
+    return args + list(extra)
+
+
+# ---- distillation ----------------------------------------------------------------------------
+
+
+def test_distill_trains_student_keeps_teacher_bit_identical(lists, teacher_dir, tmp_path):
+    from segdistill_cli.distill.merge import teacher_persistables
+
+    trainer = make_trainer(lists, teacher_dir, tmp_path / "run")
+    summary = trainer.run()
+    graph = trainer.graph
+    # Every teacher tensor in the merged program equals, bit for bit, the file it came from.
+    names = teacher_persistables(graph.main)
+    assert len(names) > 100
+    for name in names:
+        now = np.array(graph.scope.find_var(name).get_tensor())
+        original = read_tensor(teacher_dir / name[len("teacher_"):])
+        assert np.array_equal(now, original), name
+    # No gradient exists for any teacher variable.
+    assert not [v.name for v in graph.main.list_vars()
+                if v.name.startswith("teacher_") and v.name.endswith("@GRAD")]
+    # The student changed: the final checkpoint differs from a fresh init with the same seed.
+    final = read_pdparams(tmp_path / "run" / "final" / "model.pdparams")
+    assert not any(k.startswith("teacher_") for k in final)
+    initial = _fresh_student_init(trainer.cfg, seed=3)
+    changed = [k for k in initial if not np.array_equal(initial[k], final[k])]
+    assert len(changed) > 0.9 * len(initial)
+    # Logs: every term on its own, eval each snapshot, best_model, run.json.
+    records = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").open()]
+    train_records = [r for r in records if r["type"] == "train"]
+    assert {"loss/ce", "loss/l2_0", "loss/total"} <= set(train_records[0])
+    first = train_records[0]
+    assert first["loss/total"] == pytest.approx(first["loss/ce"] + first["loss/l2_0"], rel=1e-5)
+    assert [r["epoch"] for r in records if r["type"] == "eval"] == [1, 2]
+    assert (tmp_path / "run" / "best_model" / "model.pdparams").is_file()
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["seed"] == 3 and run["global_batch"] == 2 and run["num_trainers"] == 1
+    assert run["distill_pairs"][0].startswith("l2_0")
+    assert summary.steps_run == 8 and summary.epochs_run == 2
+
+
+def _fresh_student_init(cfg, seed: int) -> dict[str, np.ndarray]:
+    from segdistill_cli.engine.graph import seeded_student
+    from segdistill_cli.paddle_env import import_paddle
+
+    paddle = import_paddle()
+    student = seeded_student(cfg, seed)
+    scope = paddle.static.Scope()
+    paddle.static.Executor(paddle.CPUPlace()).run(student.startup, scope=scope)
+    return {p.name: np.array(scope.find_var(p.name).get_tensor())
+            for p in student.main.all_parameters()}
+
+
+def test_kl_pair_with_adapter_trains(lists, teacher_dir, tmp_path, capsys):
+    pairs = ('[{TEACHER: logits, STUDENT: logits, LOSS: kl, TEMPERATURE: 2, WEIGHT: 1}, '
+             '{TEACHER: decoder.out, STUDENT: backbone.out, LOSS: l2, ADAPTER: conv1x1, '
+             'RESIZE: bilinear, NAME: feat}]')
+    code = main(cli_args(lists, teacher_dir, tmp_path / "run", "--no-eval", "--set",
+                         f"DISTILL={pairs}", "--set", "SOLVER.NUM_EPOCHS=1"))
+    assert code == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").open()]
+    assert {"loss/kl_0", "loss/feat"} <= set(records[0])
+    saved = read_pdparams(tmp_path / "run" / "final" / "model.pdparams")
+    assert not any(k.startswith("distill_adapter_") for k in saved)  # adapters are never exported
+
+
+# ---- resume ------------------------------------------------------------------------------------
+
+
+def test_resume_continues_exactly(lists, teacher_dir, tmp_path):
+    straight = make_trainer(lists, teacher_dir, tmp_path / "straight", do_eval=False)
+    straight.run()
+    # A second run resumes from the first run's epoch-1 checkpoint (copied: as if it had stopped).
+    (tmp_path / "resumed").mkdir()
+    import shutil
+    shutil.copytree(tmp_path / "straight" / "1", tmp_path / "resumed" / "1")
+    resumed = make_trainer(lists, teacher_dir, tmp_path / "resumed", do_eval=False, resume="auto",
+                           seed=None)  # the seed comes from the checkpoint
+    resumed.run()
+    assert resumed.seed == 3
+    a = read_pdparams(tmp_path / "straight" / "final" / "model.pdparams")
+    b = read_pdparams(tmp_path / "resumed" / "final" / "model.pdparams")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    meta_a = checkpoints.read_meta(tmp_path / "straight" / "final")
+    meta_b = checkpoints.read_meta(tmp_path / "resumed" / "final")
+    assert meta_a["lr_step"] == meta_b["lr_step"] == 8
+    assert meta_a["global_step"] == meta_b["global_step"] == 8
+    assert meta_a["lr"] == pytest.approx(meta_b["lr"])
+
+
+def _spawn(args: list[str], env_extra: dict[str, str] | None = None) -> subprocess.Popen:
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.Popen([sys.executable, "-m", "segdistill_cli", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended early:\n{proc.stdout.read()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("timed out")
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_and_during_save_then_resume(lists, teacher_dir, tmp_path):
+    save = tmp_path / "run"
+    args = cli_args(lists, teacher_dir, save, "--no-eval", "--set", "SOLVER.NUM_EPOCHS=3")
+    # 1) killed while training epoch 2 (checkpoint 1 complete).
+    proc = _spawn(args)
+    _wait_for(lambda: (save / "1" / "meta.json").is_file(), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoints.latest_checkpoint(save) == save / "1"
+    # 2) resumed, then killed in the middle of writing checkpoint 2 (the writer pauses per file).
+    proc = _spawn(args + ["--resume", "auto"], {checkpoints.PAUSE_ENV: "2"})
+    _wait_for(lambda: any(p.name.startswith(".2.tmp-") and any(p.iterdir())
+                          for p in save.iterdir() if p.is_dir()), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoints.latest_checkpoint(save) == save / "1"
+    assert not (save / "2").exists()
+    # 3) resumed again: completes from epoch 2 on.
+    proc = _spawn(args + ["--resume", "auto"])
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "resumed from" in out and "epoch 1" in out
+    assert checkpoints.read_meta(save / "final")["global_step"] == 12
+    assert not [p for p in save.iterdir() if p.name.startswith(".")]
+
+
+# ---- failures -------------------------------------------------------------------------------
+
+
+def test_nan_stops_training_naming_term_and_step(lists, teacher_dir, tmp_path, capsys):
+    code = main(cli_args(lists, teacher_dir, tmp_path / "run", "--no-eval",
+                         "--set", "SOLVER.LR=1e30", "--set", "SOLVER.NUM_EPOCHS=1"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "loss" in err and "step" in err and ("nan" in err or "inf" in err)
+    assert not (tmp_path / "run" / "final").exists()
+
+
+def test_preflight_reports_all_problems_before_any_step(lists, teacher_dir, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    bad_list = tmp_path / "bad.txt"
+    bad_list.write_text("only_one_field\n")
+    code = main(cli_args(lists, teacher_dir, blocker / "save",
+                         "--set", f"DATASET.TRAIN_FILE_LIST={bad_list}"))
+    err = capsys.readouterr().err
+    assert code == 2  # one of them is a config problem
+    assert "2 problems" in err and "bad.txt" in err and "MODEL_SAVE_DIR" in err
+
+
+def test_missing_teacher_dir_is_an_error_never_a_random_teacher(lists, tmp_path, capsys):
+    code = main(cli_args(lists, tmp_path / "nowhere", tmp_path / "run"))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR" in err and "random teacher" in err
+    assert not (tmp_path / "run" / "train_log.jsonl").exists()
+
+
+def test_teacher_missing_one_parameter_fails_naming_it(lists, teacher_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "teacher"
+    shutil.copytree(teacher_dir, broken)
+    (broken / "logit" / "weights").unlink()
+    trainer = make_trainer(lists, broken, tmp_path / "run")
+    with pytest.raises(SegDistillError, match="logit/weights"):
+        trainer.run()
+    assert not (tmp_path / "run" / "train_log.jsonl").exists()
+
+
+@pytest.mark.parametrize("pair,fragment", [
+    ("{TEACHER: logitz, STUDENT: logits}", "closest"),
+    ("{TEACHER: decoder.out, STUDENT: backbone.out}", "ADAPTER"),
+])
+def test_bad_pairs_fail_before_step_one(lists, teacher_dir, tmp_path, pair, fragment):
+    trainer = make_trainer(lists, teacher_dir, tmp_path / "run", student_extra=[f"DISTILL=[{pair}]"])
+    with pytest.raises(SegDistillError, match=fragment):
+        trainer.run()
+    assert not (tmp_path / "run" / "train_log.jsonl").exists()
+
+
+def test_batch_not_divisible_by_trainers(lists, teacher_dir, tmp_path):
+    configs = load_configs(STUDENT_CFG, TEACHER_CFG,
+                           overrides(lists, tmp_path / "run", "BATCH_SIZE=3"),
+                           teacher_overrides(teacher_dir))
+    trainer = Trainer(configs, TrainOptions(), RunContext(rank=0, nranks=2), log=lambda m: None)
+    with pytest.raises(SegDistillError, match="BATCH_SIZE 3 is not divisible by the 2"):
+        trainer.preflight()
+
+
+def test_dry_run_prints_estimate_and_writes_nothing(lists, teacher_dir, tmp_path, capsys):
+    code = main(cli_args(lists, teacher_dir, tmp_path / "run", "--dry-run"))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "s/step" in out and "ETA" in out and "peak host memory" in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_gpus_on_a_cpu_build_is_a_clear_error(lists, teacher_dir, tmp_path, capsys):
+    code = main(cli_args(lists, teacher_dir, tmp_path / "run", "--gpus", "0,1"))
+    err = capsys.readouterr().err
+    assert code != 0 and "--gpus" in err
+    assert len(err.strip().splitlines()) == 1
