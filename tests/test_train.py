@@ -306,3 +306,32 @@ def test_gpus_on_a_cpu_build_is_a_clear_error(lists, teacher_dir, tmp_path, caps
     err = capsys.readouterr().err
     assert code != 0 and "--gpus" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_tutorial_configs_pass_preflight_against_a_legacy_teacher_dir(lists, tmp_path, capsys):
+    """The unchanged tutorial YAMLs + a legacy-format xception65_bn_cityscapes folder (732 real
+    headers, sparse data) pass every pre-flight check, and the tutorial pair resolves to the seed's
+    names."""
+    from _legacy_fixtures import sparse_legacy_dir
+    from segdistill_cli.models import parameter_manifest
+
+    tutorial_teacher = ROOT / "configs" / "cityscape_teacher.yaml"
+    teacher = sparse_legacy_dir(tmp_path / "xception65_bn_cityscapes",
+                                parameter_manifest(load_configs(tutorial_teacher).student))
+    args = ["train", "--cfg", str(ROOT / "configs" / "cityscape.yaml"), "--teacher_cfg",
+            str(tutorial_teacher), "--preflight", "--use_gpu", "--do_eval", "--log_steps", "10",
+            "--teacher-set", f"SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR={teacher}",
+            "--set", f"TRAIN.MODEL_SAVE_DIR={tmp_path / 'snapshots'}"]
+    for key, value in lists.items():
+        args += ["--set", f"{key}={value}"]
+    code = main(args)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert ("l2_0: l2 x 0.1 on bilinear_interp_v2_0.tmp_0[-1, 19, 769, 769] <- "
+            "teacher_bilinear_interp_v2_2.tmp_0[-1, 19, 769, 769]") in out
+    assert "pre-flight ok" in out
+    assert not (tmp_path / "snapshots").exists()
+    # One missing teacher file is caught by the same pre-flight, naming it.
+    (teacher / "encoder" / "aspp1" / "depthwise" / "weights").unlink()
+    assert main(args) == 1
+    assert "encoder/aspp1/depthwise/weights" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+from _legacy_fixtures import sparse_legacy_dir
 import pytest
 
 from segdistill_cli.config import load_config
@@ -340,22 +341,11 @@ def test_teacher_before_and_after_paddleslim_merge(tmp_path):
 
 # ---- structural checks against the real manifests ------------------------------------------------
 
-def _sparse_legacy_dir(directory: Path, manifest) -> None:
-    """Real headers, data as a sparse hole: the 157 MiB teacher costs no disk and no time."""
-    for name, shape in manifest.items():
-        path = directory / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        header = encode_header(shape, np.float32)
-        with open(path, "wb") as fh:
-            fh.write(header)
-            fh.truncate(len(header) + int(np.prod(shape)) * 4)
-
-
 def test_teacher_structure_check_with_the_real_manifest(tmp_path):
     manifest = parameter_manifest(load_config(ROOT / "configs" / "cityscape_teacher.yaml"))
     assert len(manifest) == 732
     d = tmp_path / "xception65_bn_cityscapes"
-    _sparse_legacy_dir(d, manifest)
+    sparse_legacy_dir(d, manifest)
     (d / "__model__").write_bytes(b"program")
     assert check_structure(d, manifest).ok
     os.remove(d / "logit" / "biases")

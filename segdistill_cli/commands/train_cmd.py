@@ -36,6 +36,8 @@ def train(
                                     "(the baseline; also how a teacher is trained)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Pre-flight + 3 real steps, print "
                                  "s/step, ETA and peak memory, write nothing."),
+    preflight: bool = typer.Option(False, "--preflight", help="Run every pre-flight check (configs, "
+                                   "data, teacher weights, pairs), then exit without training."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for weights init, shuffling and "
                                        "augmentation."),
     vdl: bool = typer.Option(False, "--vdl", "--use_vdl", help="Also log scalars to VisualDL."),
@@ -59,7 +61,7 @@ def train(
     code = run_train(
         configs, argv=current_argv(), gpus=gpus, force_cpu=cpu, log_steps=log_steps,
         do_eval=do_eval or legacy_do_eval, resume=resume, use_teacher=not no_teacher,
-        dry_run=dry_run, seed=seed, vdl=vdl, check_data=check_data,
+        dry_run=dry_run, seed=seed, vdl=vdl, check_data=check_data, preflight_only=preflight,
         ips=ips, nnodes=nnodes, master=master,
     )
     if code:

@@ -13,6 +13,7 @@ def run_train(configs: Configs, argv: Sequence[str], gpus: Optional[str] = None,
               force_cpu: bool = False, log_steps: int = 10, do_eval: bool = True,
               resume: Optional[str] = None, use_teacher: bool = True, dry_run: bool = False,
               seed: Optional[int] = None, vdl: bool = False, check_data: str = "sample",
+              preflight_only: bool = False,
               ips: Optional[str] = None, nnodes: Optional[int] = None,
               master: Optional[str] = None) -> int:
     """Run training here, or re-run this command under paddle.distributed.launch (one worker per
@@ -27,6 +28,7 @@ def run_train(configs: Configs, argv: Sequence[str], gpus: Optional[str] = None,
         return run_launch(plan)
     options = TrainOptions(use_teacher=use_teacher, do_eval=do_eval, log_steps=log_steps,
                            seed=seed, resume=resume, dry_run=dry_run, vdl=vdl,
-                           check_data=check_data, argv=list(argv))
+                           check_data=check_data, preflight_only=preflight_only,
+                           argv=list(argv))
     Trainer(configs, options, run_context(plan)).run()
     return 0

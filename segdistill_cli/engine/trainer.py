@@ -49,6 +49,7 @@ class TrainOptions:
     dry_run: bool = False
     vdl: bool = False
     check_data: str = "sample"  # sample | full | off
+    preflight_only: bool = False  # run every check, build the programs, then stop
     argv: list[str] = field(default_factory=list)
 
 
@@ -95,6 +96,8 @@ class Trainer:
             errors += self._check_data()
         errors += self._check_batch_and_save_dir()
         errors += self._check_resume()
+        if self.options.use_teacher and not fatal(problems):
+            errors += self._check_teacher_weights()
         if errors:
             raise _combined(errors)
         student = seeded_student(self.cfg, self.seed)
@@ -117,6 +120,25 @@ class Trainer:
             return [exc]
         return []
 
+    def _check_teacher_weights(self) -> list[SegDistillError]:
+        """Every teacher parameter present with the right shape (file headers only, fast); the
+        values are loaded strictly later, still before step 1."""
+        from ..models import parameter_manifest
+        from ..weights import check_structure
+
+        teacher_cfg = self.configs.teacher
+        if teacher_cfg is None:
+            return [ConfigError("distillation needs --teacher-cfg (or pass --no-teacher)")]
+        folder = teacher_cfg.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR
+        try:
+            report = check_structure(folder, parameter_manifest(teacher_cfg))
+        except SegDistillError as exc:
+            return [exc]
+        if not report.ok:
+            return [SegDistillError("teacher weights (SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR) do "
+                                    f"not fit the teacher config: {report.describe()}")]
+        return []
+
     def _check_batch_and_save_dir(self) -> list[SegDistillError]:
         errors = []
         try:
@@ -128,15 +150,9 @@ class Trainer:
                 import visualdl  # noqa: F401
             except ImportError:
                 errors.append(ConfigError("--vdl needs VisualDL: pip install 'segdistill[vdl]'"))
-        if not self.options.dry_run and self.ctx.is_main:
-            try:
-                self.save_dir.mkdir(parents=True, exist_ok=True)
-                probe = self.save_dir / f".write-test-{os.getpid()}"
-                probe.write_bytes(b"")
-                probe.unlink()
-            except OSError as exc:
-                errors.append(ConfigError(f"TRAIN.MODEL_SAVE_DIR: cannot write to {self.save_dir}: "
-                                          f"{exc.strerror or exc}"))
+        if self.ctx.is_main and not _writable(self.save_dir):
+            errors.append(ConfigError(f"TRAIN.MODEL_SAVE_DIR: cannot create or write to "
+                                      f"{self.save_dir}"))
         return errors
 
     def _check_resume(self) -> list[SegDistillError]:
@@ -164,6 +180,9 @@ class Trainer:
 
     def run(self) -> TrainSummary:
         student, teacher, pairs = self.preflight()
+        if self.options.preflight_only:
+            self.echo("pre-flight ok: configs, data, teacher weights and distill pairs checked")
+            return TrainSummary(None, 0, 0, None, None)
         train_set = SegDataset(self.cfg, mode="train", shard=self.ctx.shard, seed=self.seed)
         graph = build_train_graph(self.configs, self.ctx, len(train_set.entries), self.seed,
                                   self.options.use_teacher, self.echo, pairs=pairs,
@@ -255,6 +274,7 @@ class Trainer:
         best = self.resume_meta.get("best_miou")
         evaluator = None
         if ctx.is_main:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
             checkpoints.clean_stale(self.save_dir)
             self._write_run_json(graph, steps_per_epoch)
         logger = TrainLogger(self.save_dir, ctx.is_main, self.options.vdl, self.echo,
@@ -339,6 +359,16 @@ class Trainer:
         tmp = checkpoints_dir / f".run.json.tmp-{os.getpid()}"
         tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
         os.replace(tmp, checkpoints_dir / "run.json")
+
+
+def _writable(folder: Path) -> bool:
+    """Whether `folder` exists as a writable directory or could be created (nothing is created)."""
+    path = folder.absolute()
+    while not path.exists():
+        if path.parent == path:
+            return False
+        path = path.parent
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
 
 
 def _combined(errors: list[SegDistillError]) -> SegDistillError:
