@@ -111,16 +111,23 @@ def describe_program(program: Any, aliases: dict[str, str], prefix: str = "") ->
     return infos
 
 
+def _is_activation(info: VarInfo) -> bool:
+    return len(info.shape) >= 2 and info.shape[0] == -1
+
+
 def filter_vars(infos: Iterable[VarInfo], grep: Optional[str] = None, op: Optional[str] = None,
                 params: bool = False) -> list[VarInfo]:
-    """Activations only unless `params`; `grep` searches name and alias; `op` is the producer type."""
+    """Activations only unless `params`; `grep` searches name and alias; `op` is the producer type.
+
+    An activation has a batch dimension and at least one more: BN's saved mean/variance ([C]) and
+    reserve space ([-1]) are bookkeeping, never distillation targets, and would drown the list."""
     try:
         pattern = re.compile(grep) if grep else None
     except re.error as exc:
         raise ConfigError(f"--grep: invalid regular expression {grep!r}: {exc}") from None
     kept = []
     for info in infos:
-        if info.persistable and not params:
+        if not params and (info.persistable or not _is_activation(info)):
             continue
         if op and info.op != op:
             continue

@@ -11,7 +11,9 @@ from rich.console import Console
 from ..config import Configs, Problem, fatal, load_configs, validate
 from ..errors import ConfigError
 
-console = Console(highlight=False)
+# Piped output (logs, CI) gets a wide fixed width instead of rich's 80 columns, so variable names
+# and shapes stay on one line.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # Options shared by the commands that read configs. Legacy spellings are aliases.

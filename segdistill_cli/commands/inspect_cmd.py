@@ -60,7 +60,7 @@ def _print_vars(title: str, infos, grep, op, params) -> None:
     rows = filter_vars(infos, grep, op, params)
     table = Table(title=f"{title}: {len(rows)} variables", show_lines=False)
     for column in ("name", "shape", "dtype", "op", "persistable", "alias"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, no_wrap=column in ("name", "shape"), overflow="fold")
     for v in rows:
         table.add_row(v.name, str(list(v.shape)), v.dtype, v.op or "-",
                       "yes" if v.persistable else "", v.alias or "")
