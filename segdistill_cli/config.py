@@ -97,11 +97,11 @@ _DEFAULTS: dict[str, Any] = {
         "NUM_EPOCHS": 30,
         "LOSS": ["softmax_loss"],
         "LOSS_WEIGHT": {
-            "SOFTMAX_LOSS": 1,
-            "DICE_LOSS": 1,
-            "BCE_LOSS": 1,
-            "LOVASZ_HINGE_LOSS": 1,
-            "LOVASZ_SOFTMAX_LOSS": 1,
+            "SOFTMAX_LOSS": 1.0,
+            "DICE_LOSS": 1.0,
+            "BCE_LOSS": 1.0,
+            "LOVASZ_HINGE_LOSS": 1.0,
+            "LOVASZ_SOFTMAX_LOSS": 1.0,
         },
         "LR_WARMUP": False,
         "LR_WARMUP_STEPS": 2000,
@@ -128,7 +128,7 @@ _DEFAULTS: dict[str, Any] = {
         },
         "UNET": {"UPSAMPLE_MODE": "bilinear"},
         "ICNET": {"DEPTH_MULTIPLIER": 0.5, "LAYERS": 50},
-        "PSPNET": {"DEPTH_MULTIPLIER": 1, "LAYERS": 50},
+        "PSPNET": {"DEPTH_MULTIPLIER": 1.0, "LAYERS": 50},
         "HRNET": {
             "STAGE2": {"NUM_MODULES": 1, "NUM_CHANNELS": [40, 80]},
             "STAGE3": {"NUM_MODULES": 4, "NUM_CHANNELS": [40, 80, 160]},
@@ -560,16 +560,28 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -
             _set_key(cfg, str(key), raw, source)
     for text in overrides:
         key, raw = parse_override(text)
+        if _is_plain_string_key(key):
+            raw = text.partition("=")[2]  # "|" or "#" are values here, not YAML syntax
         _set_key(cfg, key, raw, "--set")
     cfg._source = source
     _infer(cfg)
     return cfg
 
 
+def _is_plain_string_key(key: str) -> bool:
+    try:
+        default = _default(key)
+    except (KeyError, TypeError):
+        return False
+    return isinstance(default, str) and key not in _CHOICES
+
+
 def _infer(cfg: SegConfig) -> None:
     """Legacy `check_and_infer` parts that need no filesystem."""
     cfg.DATASET.DATA_DIM = 4 if cfg.DATASET.IMAGE_TYPE == "rgba" else 3
     cfg.DATASET.PADDING_VALUE = [x * 255.0 for x in cfg.MEAN]
+    if cfg.DATASET.SEPARATOR == "":
+        raise ConfigError(f"{_where('DATASET.SEPARATOR', cfg.source)}: must not be empty")
     if len(cfg.MEAN) != len(cfg.STD):
         raise ConfigError(f"{_where('MEAN', cfg.source)}: MEAN and STD must have the same length "
                           f"({len(cfg.MEAN)} vs {len(cfg.STD)})")
@@ -629,6 +641,7 @@ def validate(configs: Configs, purpose: str = "any", do_eval: bool = True,
     student, teacher = configs.student, configs.teacher
     problems: list[Problem] = []
     problems += _check_crops(student, purpose)
+    problems += _check_unsupported(student)
     needed_lists = {"train": ["TRAIN_FILE_LIST"] + (["VAL_FILE_LIST"] if do_eval else []),
                     "eval": ["VAL_FILE_LIST"],
                     "any": []}[purpose]
@@ -659,10 +672,42 @@ def validate(configs: Configs, purpose: str = "any", do_eval: bool = True,
             problems.append(Problem("SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR",
                                     f"directory not found: {teacher_dir} (legacy would have "
                                     "distilled from a random teacher)", teacher.source))
+        problems += _check_teacher_input(student, teacher)
         if teacher.DATASET.NUM_CLASSES != student.DATASET.NUM_CLASSES:
             problems.append(Problem("DATASET.NUM_CLASSES",
                                     f"teacher has {teacher.DATASET.NUM_CLASSES} classes, student "
                                     f"{student.DATASET.NUM_CLASSES}", teacher.source))
+    return problems
+
+
+# Legacy keys that load (so legacy YAMLs stay valid) but that segdistill does not implement: a
+# non-default value must not be silently ignored. (TRAIN.RESUME_MODEL_DIR is honoured by train.)
+_UNSUPPORTED = {
+    "SOLVER.CROSS_ENTROPY_WEIGHT": "class-weighted cross-entropy is not implemented",
+    "SOLVER.LOSS": "dice/bce/lovasz losses are not implemented (only softmax_loss)",
+    "MODEL.FP16": "mixed precision is not implemented",
+    "MODEL.DEFAULT_NORM_TYPE": "only 'bn' is implemented",
+}
+
+
+def _check_unsupported(cfg: SegConfig) -> list[Problem]:
+    problems = []
+    for key, why in _UNSUPPORTED.items():
+        if why and cfg.get_key(key) != _default(key):
+            problems.append(Problem(key, f"{cfg.get_key(key)!r}: {why} (remove the key or set "
+                                         f"it to {_default(key)!r})", cfg.source))
+    return problems
+
+
+def _check_teacher_input(student: SegConfig, teacher: SegConfig) -> list[Problem]:
+    """The teacher is fed the student's normalised image: both must normalise alike."""
+    problems = []
+    for key in ("MEAN", "STD", "DATASET.IMAGE_TYPE"):
+        if student.get_key(key) != teacher.get_key(key):
+            problems.append(Problem(key, f"teacher {teacher.get_key(key)!r} differs from student "
+                                         f"{student.get_key(key)!r}: the teacher sees the "
+                                         "student's input, normalised the student's way",
+                                    teacher.source))
     return problems
 
 

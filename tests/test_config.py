@@ -293,3 +293,35 @@ def test_help_is_fast_and_does_not_import_paddle():
                          cwd=ROOT, check=True)
     assert float(out.stdout.strip().splitlines()[-1]) < 1.0
     assert time.time() - start < 5
+
+
+def test_string_overrides_keep_yaml_syntax_characters():
+    cfg = load_config(STUDENT, ["DATASET.SEPARATOR=|", "DATASET.DATA_DIR=data#1"])
+    assert cfg.DATASET.SEPARATOR == "|"
+    assert cfg.DATASET.DATA_DIR == "data#1"
+
+
+def test_empty_separator_is_rejected():
+    with pytest.raises(ConfigError, match="DATASET.SEPARATOR"):
+        load_config(STUDENT, ["DATASET.SEPARATOR="])
+
+
+def test_loss_weights_accept_floats():
+    assert load_config(STUDENT, ["SOLVER.LOSS_WEIGHT.SOFTMAX_LOSS=0.5"]).SOLVER.LOSS_WEIGHT.SOFTMAX_LOSS == 0.5
+
+
+@pytest.mark.parametrize("override,key", [
+    ("SOLVER.CROSS_ENTROPY_WEIGHT=[1, 2]", "SOLVER.CROSS_ENTROPY_WEIGHT"),
+    ("SOLVER.LOSS=[softmax_loss, lovasz_softmax_loss]", "SOLVER.LOSS"),
+    ("MODEL.FP16=true", "MODEL.FP16"),
+])
+def test_unimplemented_legacy_keys_are_not_silently_ignored(override, key):
+    configs = load_configs(STUDENT, None, [override])
+    problems = [p for p in validate(configs, "any") if p.key == key]
+    assert problems and problems[0].fatal and "not implemented" in problems[0].message
+
+
+def test_teacher_normalised_differently_is_an_error():
+    configs = load_configs(STUDENT, TEACHER, [], ["MEAN=[0.4, 0.4, 0.4]"])
+    problems = [p for p in validate(configs, "train") if p.key == "MEAN"]
+    assert problems and "student's input" in problems[0].message

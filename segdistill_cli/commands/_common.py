@@ -60,13 +60,16 @@ def print_problems(problems: List[Problem]) -> None:
 
 
 def require_valid(configs: Configs, purpose: str, **kwargs) -> None:
-    """The validate step every command runs before doing work: print all, fail on fatal ones."""
+    """The validate step every command runs before doing work: warnings are printed, fatal
+    problems become one error (listing them all)."""
     problems = validate(configs, purpose, **kwargs)
-    print_problems(problems)
+    print_problems([p for p in problems if not p.fatal])
     bad = fatal(problems)
+    if len(bad) == 1:
+        raise ConfigError(str(bad[0]))
     if bad:
-        more = f" (and {len(bad) - 1} more above)" if len(bad) > 1 else ""
-        raise ConfigError(f"{bad[0]}{more}")
+        raise ConfigError(f"{len(bad)} problems: " + "; ".join(f"({i}) {p}" for i, p in
+                                                              enumerate(bad, start=1)))
 
 
 _ARGV: List[str] = []

@@ -73,6 +73,7 @@ class SegDataset:
         self.params = AugParams.from_config(cfg)
         self.image_type = cfg.DATASET.IMAGE_TYPE
         self.channels = int(cfg.DATASET.DATA_DIM)
+        self.num_classes = int(cfg.DATASET.NUM_CLASSES)
         self.list_file = list_file or cfg.DATASET[_LIST_KEY[mode]]
         self.entries: list[ListEntry] = read_list(self.list_file, cfg.DATASET.DATA_DIR,
                                                   cfg.DATASET.SEPARATOR)
@@ -127,6 +128,12 @@ class SegDataset:
             raise SegDistillError(f"{entry.where}: image has {img.shape[2]} channels; "
                                   f"DATASET.DATA_DIM is {self.channels} and MEAN has "
                                   f"{len(self.params.mean)} values")
+        invalid = (label >= self.num_classes) & (label != self.params.ignore_index)
+        if invalid.any():
+            value = int(label[invalid][0])
+            raise SegDistillError(f"{entry.where}: label value {value} in {entry.label_path} is "
+                                  f"outside [0, {self.num_classes}) and not IGNORE_INDEX "
+                                  f"{self.params.ignore_index}")
         if self.params.ignore_index > 255 and label.dtype == np.uint8:
             label = label.astype(np.uint16)  # so padding can hold the ignore value
         return img, label

@@ -199,8 +199,9 @@ def random_aspect_crop(img: Array, label: Array, min_area: float, aspect: float,
 
 def _blend(img: Array, other: Array | float, amount: float) -> Array:
     out = img.astype(np.float32) * (1 - amount) + amount * other
-    # Legacy clipped only the top (np.where(x > 255, 255, x)); negatives cannot occur for |amount|<=1.
-    return np.minimum(out, 255).astype(np.uint8)
+    # Legacy clipped only the top (np.where(x > 255, 255, x)); a negative jitter amount pushes dark
+    # pixels below 0, which uint8 would wrap to bright values, so clip both ends.
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 def _grey(img: Array) -> Array:

@@ -299,7 +299,10 @@ def checkpoint_epochs(save_dir: str | os.PathLike) -> List[Tuple[Path, Dict[str,
         meta = read_meta(entry)
         if meta is None:
             continue
-        epoch = int(meta.get("epoch", entry.name if entry.name.isdigit() else 0))
+        try:
+            epoch = int(meta.get("epoch", entry.name if entry.name.isdigit() else 0))
+        except (TypeError, ValueError):  # a hand-edited or foreign meta.json: order it first
+            epoch = -1
         found.append((epoch, entry.name == "final", int(meta.get("global_step", 0)), entry, meta))
     found.sort(key=lambda item: item[:3])
     return [(entry, meta) for *_, entry, meta in found]

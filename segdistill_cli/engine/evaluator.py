@@ -2,6 +2,9 @@
 resolution, a streaming confusion matrix over valid pixels. Optional test-time augmentation
 (horizontal flip, several scales: softmax probabilities averaged), reported as such.
 
+TTA works on the padded eval-size input as a whole: the mirror view has its padding on the left,
+and each scale resizes the padded image (then the probabilities back to the eval size).
+
 `Predictor` runs the eval program(s) on normalised eval-size batches (used by `eval`, `predict`
 and `export`); `Evaluator` adds the val list and the confusion matrix.
 
@@ -77,14 +80,17 @@ def parse_scales(text: Optional[str]) -> tuple[float, ...]:
 class _ScaleProgram:
     scale: float
     built: BuiltProgram
-    labels: Any  # argmax [N,H,W] at this program's input size
-    probs: Any  # softmax probabilities [N,C,H,W] resized to the eval size
+    output: Any  # argmax [N,H,W] (plain) or softmax [N,C,H,W] resized to the eval size (TTA)
 
 
 class Predictor:
     """Class maps / probabilities for normalised eval-size batches [N,C,H,W] with the weights in
     `scope`. `flip` adds the horizontally mirrored batch; `scales` runs the model on the batch
-    resized by each factor; with either, softmax probabilities are averaged (then argmax)."""
+    resized by each factor; with either, softmax probabilities are averaged (then argmax).
+
+    Each program computes only what is fetched (the executor runs every op of a program): the
+    argmax without TTA, the probabilities with it.
+    """
 
     def __init__(self, cfg: Any, scope: Any, place: Any, exe: Any = None, flip: bool = False,
                  scales: Sequence[float] = (1.0,)):
@@ -103,22 +109,19 @@ class Predictor:
         """The first scale's eval program (every scale has the same parameters)."""
         return self.programs[0].built.main
 
-    @property
-    def startup_programs(self) -> list[Any]:
-        return [p.built.startup for p in self.programs]
-
     def _build(self, scale: float) -> _ScaleProgram:
         functional = self.paddle.nn.functional
         cfg = self.cfg if scale == 1.0 else _with_crop(self.cfg, round(self.width * scale),
                                                         round(self.height * scale))
         built = build_eval(cfg)
         with built.guard():
-            labels = self.paddle.argmax(built.logits, axis=1)
+            if not self.tta:
+                return _ScaleProgram(scale, built, self.paddle.argmax(built.logits, axis=1))
             probs = functional.softmax(built.logits, axis=1)
             if scale != 1.0:  # back to the eval size, like legacy's resizes (corners aligned)
                 probs = functional.interpolate(probs, size=[self.height, self.width],
                                                mode="bilinear", align_corners=True)
-        return _ScaleProgram(scale, built, labels, probs)
+        return _ScaleProgram(scale, built, probs)
 
     def _run(self, program: _ScaleProgram, images: np.ndarray, output: Any) -> np.ndarray:
         (value,) = self.exe.run(program.built.main, feed={"image": images}, fetch_list=[output],
@@ -129,19 +132,25 @@ class Predictor:
         """Class map [N,H,W] (int64)."""
         if not self.tta:
             program = self.programs[0]
-            return self._run(program, np.ascontiguousarray(images, np.float32), program.labels)
+            return self._run(program, np.ascontiguousarray(images, np.float32), program.output)
         return np.argmax(self.probabilities(images), axis=1)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Softmax probabilities [N,C,H,W], averaged over scales and (with flip) mirror views."""
+        if not self.tta:  # the plain program fetches the argmax; softmax the logits here
+            program = self.programs[0]
+            logits = self._run(program, np.ascontiguousarray(images, np.float32),
+                               program.built.logits)
+            exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+            return exp / exp.sum(axis=1, keepdims=True)
         total, views = None, 0
         for program in self.programs:
-            mirrored = [False, True] if self.flip else [False]
-            for mirror in mirrored:
+            for mirror in ([False, True] if self.flip else [False]):
                 view = images[:, :, :, ::-1] if mirror else images
                 if program.scale != 1.0:
                     view = _resize_batch(view, program.built.image.shape[2:])
-                probs = self._run(program, np.ascontiguousarray(view, np.float32), program.probs)
+                probs = self._run(program, np.ascontiguousarray(view, np.float32),
+                                  program.output)
                 if mirror:
                     probs = probs[:, :, :, ::-1]
                 total = probs if total is None else total + probs

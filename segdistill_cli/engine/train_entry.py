@@ -26,6 +26,8 @@ def run_train(configs: Configs, argv: Sequence[str], gpus: Optional[str] = None,
         # Fail here, not in N workers at once, when the global batch cannot be split.
         per_rank_batch(int(configs.student.BATCH_SIZE), len(gpus.split(",")) if gpus else 1)
         return run_launch(plan)
+    # Legacy's TRAIN.RESUME_MODEL_DIR means the same as --resume DIR (the flag wins).
+    resume = resume or configs.student.TRAIN.RESUME_MODEL_DIR or None
     options = TrainOptions(use_teacher=use_teacher, do_eval=do_eval, log_steps=log_steps,
                            seed=seed, resume=resume, dry_run=dry_run, vdl=vdl,
                            check_data=check_data, preflight_only=preflight_only,

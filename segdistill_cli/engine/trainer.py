@@ -209,9 +209,9 @@ class Trainer:
             self.echo(f"resumed from {self.resume_from} (epoch {meta.get('epoch')}, "
                       f"step {meta.get('global_step')}, lr step {graph.lr_scheduler.last_epoch})")
             self.resume_meta = meta
-            epoch = meta.get("epoch")
-            num_epochs = int(self.cfg.SOLVER.NUM_EPOCHS)
-            return num_epochs + 1 if epoch == "final" else int(epoch) + 1
+            # `final/` holds the last epoch's number: resuming from it has nothing left to run
+            # (legacy re-ran the last epoch).
+            return int(meta.get("epoch", 0)) + 1
         pretrained = self.cfg.TRAIN.PRETRAINED_MODEL_DIR
         if pretrained and Path(pretrained).exists():
             load_weights(graph.main, pretrained, scope=graph.scope, place=graph.place,
@@ -319,8 +319,6 @@ class Trainer:
         meta = {"epoch": name if epoch is None else epoch, "global_step": global_step,
                 "best_miou": best, "seed": self.seed,
                 "config_digest": checkpoints.config_digest(self.cfg)}
-        if name == "final":
-            meta["epoch"] = "final"
         path = checkpoints.save_checkpoint(graph.main, graph.scope, self.save_dir, name, meta,
                                            lr_scheduler=graph.lr_scheduler)
         self.echo(f"checkpoint: {path}")

@@ -1,0 +1,409 @@
+"""Measured distillation gain on real CamVid: teacher, student baseline and distilled students.
+
+    python benchmarks/camvid_gain.py [--data ../shared/data/camvid] [--out /tmp/camvid_gain]
+    python benchmarks/camvid_gain.py --table-only            # rebuild the table from results.json
+
+Trains (each run a `python -m segdistill_cli train ...` subprocess, so every run is isolated and
+reproducible from its printed command line):
+  1. the teacher  (configs/camvid_teacher.yaml, MobileNetV2 x1.0 + ASPP + decoder, --no-teacher),
+  2. per seed: the student baseline (configs/camvid.yaml, MobileNetV2 x0.5, no ASPP/decoder,
+     --no-teacher) and one distilled student per ARM, all with the identical recipe.
+Every run's command, wall time, final val metrics and loss magnitudes go to `<out>/results.json`.
+A run whose results are recorded under the same command is skipped, so an interrupted experiment
+continues where it stopped. The val metrics are the FINAL epoch's (not best-of-epochs, which would
+select on the val split).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = PROJECT_ROOT / "configs"
+
+# Distillation arms: name -> (DISTILL section, tuned-after-seeing-results?). Pairs are between the
+# two models' final logits (the tutorial's pair); "kl" is the class-axis KL with temperature.
+ARMS: dict[str, tuple[list[dict[str, Any]], bool]] = {
+    "l2_w0.1": ([{"TEACHER": "logits", "STUDENT": "logits", "LOSS": "l2", "WEIGHT": 0.1}], False),
+    "kl_T2_w1": ([{"TEACHER": "logits", "STUDENT": "logits", "LOSS": "kl", "TEMPERATURE": 2,
+                   "WEIGHT": 1}], False),
+    "l2_w1": ([{"TEACHER": "logits", "STUDENT": "logits", "LOSS": "l2", "WEIGHT": 1.0}], False),
+    "kl_T4_w1": ([{"TEACHER": "logits", "STUDENT": "logits", "LOSS": "kl", "TEMPERATURE": 4,
+                   "WEIGHT": 1}], False),
+    # Added after the main table (see docs/results.md): the distill term was too small to matter.
+    "kl_T2_w5": ([{"TEACHER": "logits", "STUDENT": "logits", "LOSS": "kl", "TEMPERATURE": 2,
+                   "WEIGHT": 5}], True),
+    "l2_w3": ([{"TEACHER": "logits", "STUDENT": "logits", "LOSS": "l2", "WEIGHT": 3.0}], True),
+}
+DEFAULT_ARMS = "l2_w0.1,kl_T2_w1"
+BASELINE = "baseline"
+
+
+# ---- commands ------------------------------------------------------------------------------------
+
+
+def recipe_overrides(data: Path, crop: tuple[int, int], lr: float, epochs: int,
+                     snapshot: int) -> list[str]:
+    """`--set` overrides shared by every run (teacher and students alike, except epochs)."""
+    size = f"({crop[0]},{crop[1]})"
+    return [
+        f"DATASET.DATA_DIR={data}", f"DATASET.TRAIN_FILE_LIST={data}/train.txt",
+        f"DATASET.VAL_FILE_LIST={data}/val.txt", f"DATASET.TEST_FILE_LIST={data}/val.txt",
+        f"TRAIN_CROP_SIZE={size}", f"EVAL_CROP_SIZE={size}", f"AUG.FIX_RESIZE_SIZE={size}",
+        f"SOLVER.LR={lr}", f"SOLVER.NUM_EPOCHS={epochs}", f"TRAIN.SNAPSHOT_EPOCH={snapshot}",
+    ]
+
+
+def _flags(flag: str, overrides: list[str]) -> list[str]:
+    return [part for o in overrides for part in (flag, o)]
+
+
+def teacher_command(args: argparse.Namespace, save_dir: Path) -> list[str]:
+    sets = recipe_overrides(args.data, args.crop, args.lr, args.teacher_epochs,
+                            max(1, args.teacher_epochs // 5))
+    return [sys.executable, "-m", "segdistill_cli", "train",
+            "--cfg", str(CONFIGS / "camvid_teacher.yaml"), "--no-teacher", "--seed", "0",
+            "--log-steps", "10", *_flags("--set", sets + [f"TRAIN.MODEL_SAVE_DIR={save_dir}"])]
+
+
+def distill_override(pairs: list[dict[str, Any]]) -> str:
+    """DISTILL=[{...}] as one YAML flow value (what `--set` parses)."""
+    return "DISTILL=" + json.dumps(pairs)
+
+
+def student_command(args: argparse.Namespace, arm: str, seed: int, save_dir: Path,
+                    teacher_dir: Path) -> list[str]:
+    sets = recipe_overrides(args.data, args.crop, args.lr, args.epochs, args.snapshot)
+    cmd = [sys.executable, "-m", "segdistill_cli", "train", "--cfg", str(CONFIGS / "camvid.yaml"),
+           "--seed", str(seed), "--log-steps", "10"]
+    if arm == BASELINE:
+        return cmd + ["--no-teacher"] + _flags("--set", sets + [f"TRAIN.MODEL_SAVE_DIR={save_dir}"])
+    pairs, _ = ARMS[arm]
+    teacher_sets = recipe_overrides(args.data, args.crop, args.lr, args.teacher_epochs, 1)
+    teacher_sets.append(f"SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR={teacher_dir}")
+    return (cmd + ["--teacher-cfg", str(CONFIGS / "camvid_teacher.yaml")]
+            + _flags("--set", sets + [f"TRAIN.MODEL_SAVE_DIR={save_dir}", distill_override(pairs)])
+            + _flags("--teacher-set", teacher_sets))
+
+
+def shell_line(cmd: list[str]) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+# ---- reading a finished run ----------------------------------------------------------------------
+
+
+def read_run(save_dir: Path) -> dict[str, Any]:
+    """Final eval metrics and loss magnitudes (first vs last epoch means) from train_log.jsonl."""
+    records = [json.loads(line) for line in
+               (save_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    evals = [r for r in records if r.get("type") == "eval"]
+    if not evals:
+        raise RuntimeError(f"{save_dir}/train_log.jsonl has no eval record")
+    final = evals[-1]
+    trains = [r for r in records if r.get("type") == "train"]
+    epochs = sorted({r["epoch"] for r in trains})
+    return {
+        "final": {k: final[k] for k in ("epoch", "miou", "acc", "class_iou", "class_names")},
+        "eval_curve": [(r["epoch"], r["miou"]) for r in evals],
+        "losses_first_epoch": _loss_means([r for r in trains if r["epoch"] == epochs[0]]),
+        "losses_last_epoch": _loss_means([r for r in trains if r["epoch"] == epochs[-1]]),
+        "step_per_sec": statistics.median(r["step_per_sec"] for r in trains) if trains else None,
+    }
+
+
+def _loss_means(records: list[dict[str, Any]]) -> dict[str, float]:
+    keys = sorted({k for r in records for k in r if k.startswith("loss/")})
+    return {k[len("loss/"):]: statistics.fmean(r[k] for r in records if k in r) for k in keys}
+
+
+# ---- running -------------------------------------------------------------------------------------
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return {"meta": {}, "runs": {}}
+
+
+def save_results(path: Path, results: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    os.replace(tmp, path)  # atomic: an interrupted experiment never leaves a torn file
+
+
+def is_done(results: dict[str, Any], name: str, cmd: list[str]) -> bool:
+    """Done = results recorded for exactly this command (a changed recipe re-runs)."""
+    run = results["runs"].get(name)
+    return bool(run and run.get("command") == cmd and "final" in run)
+
+
+def run_one(name: str, cmd: list[str], save_dir: Path, results: dict[str, Any],
+            results_path: Path, group: str, seed: int) -> None:
+    results["runs"].update(load_results(results_path)["runs"])  # another invocation may have run it
+    if is_done(results, name, cmd):
+        print(f"[skip] {name}: done (mIoU {results['runs'][name]['final']['miou']:.4f})", flush=True)
+        return
+    wait_while_active(save_dir)
+    if not (save_dir / "final" / "meta.json").exists():
+        # An interrupted run restarts from scratch: runs are short, and a fresh start keeps the
+        # data order identical to the other seeds' runs.
+        shutil.rmtree(save_dir, ignore_errors=True)
+        save_dir.mkdir(parents=True)
+        print(f"[run ] {name}: {shell_line(cmd)}", flush=True)
+        start = time.time()
+        with open(save_dir.parent / f"{name}.log", "w", encoding="utf-8") as log:
+            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=save_dir.parent)
+        if code != 0:
+            raise SystemExit(f"{name} failed (exit {code}); see {save_dir.parent / (name + '.log')}")
+        wall = time.time() - start
+    else:  # finished earlier (e.g. started by hand with the same command) but not recorded
+        wall = None
+    record = {"command": cmd, "group": group, "seed": seed, "wall_seconds": wall,
+              "load_avg_after": os.getloadavg(), **read_run(save_dir)}
+    results["runs"][name] = record
+    on_disk = load_results(results_path)  # re-read: a parallel invocation may have added runs
+    on_disk["runs"][name] = record
+    save_results(results_path, on_disk)
+    print(f"[done] {name}: mIoU {record['final']['miou']:.4f}"
+          + (f" in {wall / 60:.1f} min" if wall else ""), flush=True)
+
+
+ACTIVE_SECONDS = 120
+
+
+def wait_while_active(save_dir: Path) -> None:
+    """Another invocation (e.g. a parallel `--arms none` baseline pass) may be training this run:
+    its log was written recently and it has no final checkpoint yet. Wait instead of wiping it."""
+    log = save_dir / "train_log.jsonl"
+    while (log.exists() and not (save_dir / "final" / "meta.json").exists()
+           and time.time() - log.stat().st_mtime < ACTIVE_SECONDS):
+        print(f"[wait] {save_dir.name} is being trained by another process", flush=True)
+        time.sleep(30)
+
+
+def machine() -> dict[str, Any]:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version()}
+
+
+def run_experiment(args: argparse.Namespace, results: dict[str, Any], results_path: Path) -> None:
+    runs_dir = args.out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    results.update(load_results(results_path))
+    meta = results.setdefault("meta", {})
+    meta.update({"machine": machine(), "data": str(args.data), "crop": list(args.crop),
+                 "lr": args.lr, "epochs": args.epochs, "teacher_epochs": args.teacher_epochs,
+                 "seeds": args.seeds})
+    meta.setdefault("arms", {}).update({a: ARMS[a][0] for a in args.arms})
+    meta["tuned_arms"] = sorted(set(meta.get("tuned_arms", [])) | {a for a in args.arms if ARMS[a][1]})
+    meta.setdefault("started", time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    save_results(results_path, results)
+    teacher_dir = runs_dir / "teacher"
+    if not args.arms:  # baselines only (e.g. run in parallel with the teacher): no teacher needed
+        for seed in args.seeds:
+            name = f"{BASELINE}_s{seed}"
+            run_one(name, student_command(args, BASELINE, seed, runs_dir / name, teacher_dir),
+                    runs_dir / name, results, results_path, BASELINE, seed)
+        return
+    run_one("teacher", teacher_command(args, teacher_dir), teacher_dir, results, results_path,
+            "teacher", 0)
+    teacher_weights = teacher_dir / "final"
+    # Seed-major order: if time runs out, every arm has the same seeds done.
+    for seed in args.seeds:
+        for arm in [BASELINE, *args.arms]:
+            name = f"{arm}_s{seed}"
+            save_dir = runs_dir / name
+            run_one(name, student_command(args, arm, seed, save_dir, teacher_weights), save_dir,
+                    results, results_path, arm, seed)
+    results.update(load_results(results_path))
+    results["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    save_results(results_path, results)
+
+
+# ---- the table -----------------------------------------------------------------------------------
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    """Per group: seeds, mIoU mean/std, per-class mean IoU; per arm: Δ vs baseline (unpaired
+    means and paired by seed), per-class Δ, loss magnitudes (last-epoch means)."""
+    runs = results["runs"]
+    groups: dict[str, dict[int, dict[str, Any]]] = {}
+    for run in runs.values():
+        if "final" in run:
+            groups.setdefault(run["group"], {})[run["seed"]] = run
+    tuned = set(results.get("meta", {}).get("tuned_arms", []))
+    summary: dict[str, Any] = {"teacher": None, "groups": {}}
+    if "teacher" in groups:
+        summary["teacher"] = next(iter(groups.pop("teacher").values()))["final"]
+    base = groups.get(BASELINE, {})
+    for group, by_seed in groups.items():
+        seeds = sorted(by_seed)
+        mious = [by_seed[s]["final"]["miou"] for s in seeds]
+        class_iou = [statistics.fmean(c) for c in zip(*(by_seed[s]["final"]["class_iou"]
+                                                         for s in seeds))]
+        mean, std = _mean_std(mious)
+        entry = {"seeds": seeds, "mious": mious, "mean": mean, "std": std, "class_iou": class_iou,
+                 "tuned": group in tuned,
+                 "losses": _mean_dicts([by_seed[s]["losses_last_epoch"] for s in seeds]),
+                 "losses_first": _mean_dicts([by_seed[s]["losses_first_epoch"] for s in seeds])}
+        if group != BASELINE and base:
+            common = [s for s in seeds if s in base]
+            base_mean = statistics.fmean(base[s]["final"]["miou"] for s in base)
+            entry["delta"] = mean - base_mean
+            if common:
+                paired = [by_seed[s]["final"]["miou"] - base[s]["final"]["miou"] for s in common]
+                entry["paired_delta"] = _mean_std(paired)
+                entry["paired_seeds"] = common
+            base_class = [statistics.fmean(c) for c in
+                          zip(*(base[s]["final"]["class_iou"] for s in sorted(base)))]
+            entry["class_delta"] = [a - b for a, b in zip(class_iou, base_class)]
+        summary["groups"][group] = entry
+    return summary
+
+
+def _mean_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:
+    keys = sorted({k for d in dicts for k in d})
+    return {k: statistics.fmean(d[k] for d in dicts if k in d) for k in keys}
+
+
+def _describe_arm(results: dict[str, Any], group: str) -> str:
+    if group == BASELINE:
+        return "student baseline (no teacher)"
+    pairs = results.get("meta", {}).get("arms", {}).get(group) or ARMS.get(group, ([],))[0]
+    parts = []
+    for p in pairs:
+        temp = f", T={p['TEMPERATURE']}" if "TEMPERATURE" in p else ""
+        parts.append(f"{p['LOSS']}({p['TEACHER']}↔{p['STUDENT']}{temp}) × {p['WEIGHT']}")
+    return "distilled: " + " + ".join(parts)
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    s = summarize(results)
+    lines = ["| model | seeds | val mIoU (mean ± std) | Δ vs baseline | paired Δ (mean ± std) "
+             "| distill term / CE (last epoch) |",
+             "|---|---|---|---|---|---|"]
+    if s["teacher"]:
+        lines.append(f"| teacher (MobileNetV2 x1.0 + ASPP + decoder) | 0 | "
+                     f"{s['teacher']['miou']:.4f} | | | |")
+    order = [BASELINE] + sorted(g for g in s["groups"] if g != BASELINE and not s["groups"][g]["tuned"]) \
+        + sorted(g for g in s["groups"] if s["groups"][g]["tuned"])
+    for group in order:
+        if group not in s["groups"]:
+            continue
+        g = s["groups"][group]
+        label = _describe_arm(results, group) + (" — **tuned after seeing results**" if g["tuned"] else "")
+        delta = f"{g['delta']:+.4f}" if "delta" in g else ""
+        paired = (f"{g['paired_delta'][0]:+.4f} ± {g['paired_delta'][1]:.4f}"
+                  if "paired_delta" in g else "")
+        ratio = _distill_ratio(g["losses"])
+        lines.append(f"| {label} | {','.join(map(str, g['seeds']))} | {g['mean']:.4f} ± "
+                     f"{g['std']:.4f} | {delta} | {paired} | {ratio} |")
+    lines += ["", per_class_table(results, s, order)]
+    return "\n".join(lines)
+
+
+def _distill_ratio(losses: dict[str, float]) -> str:
+    distill = sum(v for k, v in losses.items() if k not in ("ce", "total"))
+    if not distill or not losses.get("ce"):
+        return ""
+    return f"{distill:.4f} / {losses['ce']:.4f} = {distill / losses['ce']:.3f}"
+
+
+def per_class_table(results: dict[str, Any], s: dict[str, Any], order: list[str]) -> str:
+    names = _class_names(results)
+    arms = [g for g in order if g in s["groups"] and g != BASELINE]
+    header = "| class | teacher IoU | baseline IoU | " + " | ".join(f"Δ {a}" for a in arms) + " |"
+    lines = [header, "|---" * (3 + len(arms)) + "|"]
+    base = s["groups"].get(BASELINE)
+    for i, name in enumerate(names):
+        teacher = f"{s['teacher']['class_iou'][i]:.3f}" if s["teacher"] else ""
+        baseline = f"{base['class_iou'][i]:.3f}" if base else ""
+        deltas = [f"{s['groups'][a]['class_delta'][i]:+.3f}" if "class_delta" in s["groups"][a]
+                  else "" for a in arms]
+        lines.append(f"| {name} | {teacher} | {baseline} | " + " | ".join(deltas) + " |")
+    return "\n".join(lines)
+
+
+def _class_names(results: dict[str, Any]) -> list[str]:
+    for run in results["runs"].values():
+        if "final" in run:
+            return list(run["final"].get("class_names") or
+                        [str(i) for i in range(len(run["final"]["class_iou"]))])
+    return []
+
+
+# ---- CLI -----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, default=PROJECT_ROOT.parent / "shared" / "data" / "camvid")
+    p.add_argument("--out", type=Path, default=Path("/tmp/camvid_gain"),
+                   help="run folders and results.json (kept out of the repo: checkpoints)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--arms", default=DEFAULT_ARMS, help=f"comma-separated, from {', '.join(ARMS)}; 'none' = baselines only, "
+                   "no teacher")
+    p.add_argument("--epochs", type=int, default=5, help="student epochs (baseline and distilled)")
+    p.add_argument("--teacher-epochs", type=int, default=10)
+    p.add_argument("--snapshot", type=int, default=5, help="student eval/checkpoint every N epochs")
+    p.add_argument("--crop", default="160,120", help="train and eval size W,H (images resized)")
+    p.add_argument("--lr", type=float, default=0.05, help="poly LR, teacher and students")
+    p.add_argument("--table-only", action="store_true", help="print the table from results.json")
+    p.add_argument("--markdown", type=Path, help="also write the table to this file")
+    args = p.parse_args(argv)
+    args.data = args.data.resolve()
+    args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    args.arms = [a for a in args.arms.split(",") if a.strip() and a != "none"]
+    unknown = [a for a in args.arms if a not in ARMS]
+    if unknown:
+        p.error(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+    w, h = (int(v) for v in args.crop.split(","))
+    args.crop = (w, h)
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "results.json"
+    results = load_results(results_path)
+    if not args.table_only:
+        if not (args.data / "train.txt").exists():
+            raise SystemExit(f"--data {args.data}: no train.txt there (CamVid list files)")
+        start = time.time()
+        run_experiment(args, results, results_path)
+        print(f"experiment wall time this invocation: {(time.time() - start) / 60:.1f} min")
+    table = markdown_table(results)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

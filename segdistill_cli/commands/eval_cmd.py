@@ -1,0 +1,165 @@
+"""`segdistill eval`: mIoU, accuracy, kappa and a per-class table for a checkpoint or pretrained dir."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ._common import (cfg_option, console, current_argv, err_console, read_configs, require_valid,
+                      set_option, teacher_cfg_option, teacher_set_option)
+
+ORDER = 40
+
+EVAL_HELP = (
+    'Evaluate a model on the val list exactly as legacy PaddleSeg did.'
+    '\n\n'
+    'Images are resized per AUG_METHOD and padded bottom/right to EVAL_CROP_SIZE; the argmax '
+    'at full resolution is compared with the labels over valid pixels (label != '
+    'IGNORE_INDEX). Metrics (legacy definitions): mIoU = mean IoU over ALL NUM_CLASSES (a '
+    'class absent from labels and predictions counts as 0); acc = overall pixel accuracy; '
+    'per-class "Acc" = correct / pixels PREDICTED as that class (legacy\'s column-normalised '
+    "definition, i.e. precision, not recall); kappa = Cohen's kappa."
+    '\n\n'
+    '--model-dir takes a folder written by `segdistill train` (model.pdparams), a legacy '
+    'pretrained folder (one file per variable) or a .pdparams file; default TEST.TEST_MODEL. '
+    'Every parameter must be present with the right shape. --teacher evaluates the --teacher-'
+    'cfg model with its weights (default SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR), data '
+    'lists from the teacher config.'
+)
+
+
+def eval_command(
+    cfg: Path = cfg_option(),
+    set_: Optional[List[str]] = set_option(),
+    model_dir: Optional[str] = typer.Option(None, "--model-dir", help="Weights to evaluate "
+                                            "(default: TEST.TEST_MODEL)."),
+    teacher_cfg: Optional[Path] = teacher_cfg_option(),
+    teacher: bool = typer.Option(False, "--teacher", help="Evaluate the teacher config's model "
+                                 "instead of the student."),
+    teacher_set: Optional[List[str]] = teacher_set_option(),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU ids; several = one worker per "
+                                       "GPU, each on a part of the val list (matrices summed)."),
+    cpu: bool = typer.Option(False, "--cpu", help="Force CPU even when a GPU is visible."),
+    flip: bool = typer.Option(False, "--flip", help="Test-time augmentation: add the mirrored "
+                              "image (softmax averaged)."),
+    scales: Optional[str] = typer.Option(None, "--scales", help="Test-time augmentation: scales, "
+                                         "e.g. 0.75,1.0,1.25 (softmax averaged)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per batch "
+                                             "and worker (default BATCH_SIZE)."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write the metrics as JSON to "
+                                           "PATH, or '-' for stdout (then stdout holds only the "
+                                           "JSON)."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Write confusion_matrix.png "
+                                         "(row-normalised) and class_iou.png into this folder.",
+                                         file_okay=False),
+    check_data: str = typer.Option("sample", "--check-data", help="Pre-flight data check of the "
+                                   "val list: sample (default), full or off."),
+) -> None:
+    from ..engine.evaluator import parse_scales
+    from ..eval_run import EvalOptions, choose_model, run_eval
+
+    configs = read_configs(cfg, teacher_cfg, set_, teacher_set)
+    choice = choose_model(configs, model_dir, teacher)
+    options = EvalOptions(flip=flip, scales=parse_scales(scales), batch_size=batch_size,
+                          check_data=check_data, gpus=gpus, cpu=cpu)
+    out = err_console if json_out == "-" else console
+    with _quiet_stdout(json_out == "-"):
+        require_valid(choice.configs, "eval")
+        with _progress(out) as progress:
+            result = run_eval(choice, options, current_argv(), progress=progress)
+    if result is None:  # a worker process: rank 0 of the launcher's run reports
+        return
+    data = result.to_json(str(choice.model_dir))
+    print_report(out, result, choice)
+    if plots is not None:
+        from ..eval_plots import write_plots
+
+        with _quiet_stdout(json_out == "-"):
+            paths = write_plots(result, plots, title=f"{choice.role} {choice.model_dir}")
+        out.print("plots: " + ", ".join(str(p) for p in paths))
+    if json_out == "-":
+        typer.echo(json.dumps(data, indent=2))
+    elif json_out:
+        _write_json(Path(json_out), data)
+        out.print(f"json: {json_out}")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _quiet_stdout(active: bool):
+    """With --json -, anything a library prints (Paddle's glog, warnings) goes to stderr."""
+    import contextlib
+
+    if not active:
+        return contextlib.nullcontext()
+    from ..eval_run import stdout_to_stderr
+
+    return stdout_to_stderr()
+
+
+class _progress:
+    """A rich progress bar on `out` when it is a terminal; yields the eval's progress callback."""
+
+    def __init__(self, out: Console):
+        self.out = out
+        self.bar = None
+
+    def __enter__(self):
+        if not self.out.is_terminal:
+            return None
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
+
+        self.bar = Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=self.out, transient=True)
+        self.bar.start()
+        task = self.bar.add_task("eval", total=None)
+        return lambda done, total: self.bar.update(task, completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def print_report(out: Console, result: Any, choice: Any) -> None:
+    """The per-class table and the summary lines."""
+    m = result.matrix
+    iou, acc = m.class_iou(), m.class_accuracy()
+    gt, predicted = m.matrix.sum(axis=1), m.matrix.sum(axis=0)
+    table = Table(title=f"{choice.role} {choice.model_dir}", title_justify="left")
+    for column, justify in (("#", "right"), ("class", "left"), ("IoU", "right"),
+                            ("Acc (precision)", "right"), ("label px", "right"),
+                            ("predicted px", "right")):
+        table.add_column(column, justify=justify)
+    for i, name in enumerate(result.class_names):
+        style = "dim" if gt[i] == 0 else None
+        table.add_row(str(i), name, f"{iou[i]:.4f}", f"{acc[i]:.4f}", f"{int(gt[i]):,}",
+                      f"{int(predicted[i]):,}", style=style)
+    out.print(table)
+    tta = []
+    if result.flip:
+        tta.append("flip")
+    if tuple(result.scales) != (1.0,):
+        tta.append("scales " + ",".join(f"{s:g}" for s in result.scales))
+    out.print(f"[bold]mIoU {m.mean_iou():.4f}[/] (mean over all {m.num_classes} classes; "
+              f"{m.mean_iou_present():.4f} over classes present)  acc {m.accuracy():.4f}  "
+              f"kappa {m.kappa():.4f}")
+    workers = f" on {result.shards} workers" if result.shards > 1 else ""
+    out.print(f"{result.num_images} images in {result.seconds:.1f} s "
+              f"({result.images_per_second:.2f} images/s{workers}); test-time augmentation: "
+              + (", ".join(tta) if tta else "none"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval", help=EVAL_HELP)(eval_command)

@@ -1,0 +1,47 @@
+"""`segdistill export`: the student as a verified Paddle inference model plus deploy.yaml."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ._common import cfg_option, console, read_configs, set_option
+
+ORDER = 50
+
+EXPORT_HELP = (
+    'Export the student alone as a Paddle inference model.'
+    '\n\n'
+    "<out>/model.pdmodel + model.pdiparams: input 'image' float32 [N, C, H, W] at "
+    'EVAL_CROP_SIZE (BGR, (x/255 - MEAN)/STD); outputs the label map (int64 [N, H, W]) and '
+    'the softmax probabilities (float32 [N, C, H, W]). <out>/deploy.yaml records the pre-'
+    'processing, class names and ignore index. The export is reloaded and checked against the'
+    ' checkpoint on a few validation images before it is moved into place (label maps '
+    'identical, probabilities allclose).'
+)
+
+
+def export_command(
+    cfg: Path = cfg_option(),
+    set_: Optional[List[str]] = set_option(),
+    model_dir: Optional[str] = typer.Option(None, "--model-dir", help="Weights (default: "
+                                            "TEST.TEST_MODEL)."),
+    out: Path = typer.Option(..., "--out", help="Output folder (replaced only if it holds a "
+                                                "previous export).", file_okay=False),
+) -> None:
+    from ..config import Configs
+    from ..eval_run import choose_model
+    from ..export import export_model
+
+    configs = read_configs(cfg, None, set_, None)
+    choice = choose_model(Configs(configs.student, None), model_dir)
+    summary = export_model(choice, out)
+    console.print(f"exported {choice.role} {choice.model_dir} -> {summary.out_dir}/ "
+                  f"({', '.join(p.name for p in summary.files)})")
+    console.print(f"verified on {summary.verified_on}: label maps identical, probabilities "
+                  f"max |diff| {summary.max_prob_diff:.2e}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export", help=EXPORT_HELP)(export_command)

@@ -1,0 +1,95 @@
+"""`segdistill eval --plots DIR`: the confusion matrix (rows normalised: where each true class went)
+and the per-class IoU as PNGs. matplotlib with the Agg backend (no display needed)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+CONFUSION_PNG = "confusion_matrix.png"
+IOU_PNG = "class_iou.png"
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # before pyplot; headless servers have no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def row_normalised(matrix: np.ndarray) -> np.ndarray:
+    """Each row (true class) divided by its pixel count; rows without pixels stay 0."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    rows = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Write via a temporary file and rename: never a half-written PNG."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: Path, title: str) -> Path:
+    plt = _pyplot()
+    norm = row_normalised(matrix)
+    n = len(names)
+    size = max(5.0, 0.45 * n + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size))
+    try:
+        image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+        ax.set_xticks(range(n), labels=names, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(n), labels=names, fontsize=8)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(title)
+        if n <= 25:  # numbers stay readable up to about Cityscapes' 19 classes
+            for (row, col), value in np.ndenumerate(norm):
+                if value >= 0.005:
+                    ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if value > 0.5 else "black")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def plot_class_iou(iou: Sequence[float], names: Sequence[str], path: Path, title: str) -> Path:
+    plt = _pyplot()
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * n + 2.0), 4.5))
+    try:
+        bars = ax.bar(range(n), iou, color="tab:blue")
+        ax.axhline(float(np.mean(iou)) if n else 0.0, color="tab:red", linestyle="--",
+                   label=f"mIoU {float(np.mean(iou)) if n else 0.0:.4f}")
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in iou], fontsize=7)
+        ax.set_xticks(range(n), labels=names, rotation=60, ha="right", fontsize=8)
+        ax.set_ylim(0.0, 1.05)
+        ax.set_ylabel("IoU")
+        ax.set_title(title)
+        ax.legend(loc="upper right")
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def write_plots(result: Any, folder: str | os.PathLike, title: str = "") -> list[Path]:
+    """Both PNGs for an EvalResult into `folder` (created); returns their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(result.class_names)
+    matrix = result.matrix
+    suffix = f" — {title}" if title else ""
+    return [
+        plot_confusion(matrix.matrix, names, folder / CONFUSION_PNG,
+                       f"Confusion matrix (row-normalised){suffix}"),
+        plot_class_iou([float(v) for v in matrix.class_iou()], names, folder / IOU_PNG,
+                       f"Per-class IoU{suffix}"),
+    ]

@@ -1,0 +1,194 @@
+"""`segdistill export`: the student alone as a Paddle inference model, verified after writing.
+
+`<out>/model.pdmodel` + `model.pdiparams` (`paddle.static.save_inference_model`): input `image`
+float32 [N, C, H, W] at EVAL_CROP_SIZE, already normalised; outputs, in this order, the label map
+(int64 [N, H, W], argmax over classes) and the softmax probabilities (float32 [N, C, H, W]).
+`<out>/deploy.yaml` says how to prepare an image (BGR, resize, pad, normalise) and what comes out.
+
+The export is written into a temporary folder beside `<out>`, reloaded with
+`paddle.static.load_inference_model` into a fresh scope, run on a few validation images (or
+generated inputs when the val list is absent) and compared with the checkpoint's own eval program:
+label maps must be identical and probabilities allclose. Only then is it renamed into place, so
+`<out>` is never a half-written or unverified export.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .errors import SegDistillError
+from .palettes import class_names
+
+MODEL_PREFIX = "model"
+DEPLOY_FILE = "deploy.yaml"
+VERIFY_IMAGES = 2
+PROB_RTOL, PROB_ATOL = 1e-5, 1e-6
+
+
+@dataclass
+class ExportSummary:
+    out_dir: Path
+    files: list[Path]
+    verified_on: str  # "3 validation images" / "2 generated inputs"
+    max_prob_diff: float
+
+
+def _build(cfg: Any) -> tuple[Any, Any, Any]:
+    """The eval program plus its two outputs (label map, probabilities)."""
+    from .paddle_env import import_paddle
+    from .programs import build_eval
+
+    paddle = import_paddle()
+    built = build_eval(cfg)
+    with built.guard():
+        label_map = paddle.argmax(built.logits, axis=1)
+        probs = paddle.nn.functional.softmax(built.logits, axis=1)
+    return built, label_map, probs
+
+
+def verification_inputs(cfg: Any, count: int = VERIFY_IMAGES) -> tuple[np.ndarray, str]:
+    """The first `count` val images through the eval pipeline, or seeded generated inputs."""
+    from .data.dataset import SegDataset
+    from .programs import feed_shape
+
+    list_file = cfg.DATASET.VAL_FILE_LIST
+    if list_file and Path(list_file).is_file():
+        dataset = SegDataset(cfg, mode="eval")
+        n = min(count, len(dataset))
+        if n:
+            images = np.stack([dataset.sample(i)["image"] for i in range(n)])
+            return images, f"{n} validation image(s) from {list_file}"
+    _, channels, height, width = feed_shape(cfg, "EVAL_CROP_SIZE")
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1.0, 1.0, (count, channels, height, width)).astype(np.float32)
+    return images, f"{count} generated input(s) (no val list)"
+
+
+def deploy_config(cfg: Any, label_name: str, probs_name: str) -> dict[str, Any]:
+    width, height = (int(v) for v in cfg.EVAL_CROP_SIZE)
+    aug = cfg.AUG
+    resize = {"method": aug.AUG_METHOD}
+    if aug.AUG_METHOD == "unpadding":
+        resize["size_wh"] = [int(v) for v in aug.FIX_RESIZE_SIZE]
+    elif aug.AUG_METHOD == "rangescaling":
+        resize["long_side"] = int(aug.INF_RESIZE_VALUE)
+    else:
+        resize["note"] = "stepscaling: no resize at inference"
+    return {
+        "model": {"file": f"{MODEL_PREFIX}.pdmodel", "params": f"{MODEL_PREFIX}.pdiparams",
+                  "format": "paddle.static.save_inference_model", "architecture":
+                  f"deeplabv3p/{cfg.MODEL.DEEPLAB.BACKBONE}"},
+        "input": {"name": "image", "dtype": "float32", "layout": "NCHW",
+                  "shape": [-1, int(cfg.DATASET.DATA_DIM), height, width],
+                  "channel_order": "BGR"},
+        "preprocess": {
+            "decode": "cv2.imread(path, cv2.IMREAD_COLOR) (BGR, never converted to RGB)",
+            "resize": resize,
+            "pad": {"where": "bottom/right", "to_wh": [width, height],
+                    "value": [float(v) for v in cfg.DATASET.PADDING_VALUE]},
+            "normalize": "(x / 255 - MEAN) / STD, per channel, then HWC -> CHW",
+            "mean": [float(v) for v in cfg.MEAN], "std": [float(v) for v in cfg.STD],
+        },
+        "outputs": [
+            {"name": label_name, "meaning": "label map: class id per pixel (argmax)",
+             "dtype": "int64", "shape": [-1, height, width]},
+            {"name": probs_name, "meaning": "softmax probabilities over classes",
+             "dtype": "float32", "shape": [-1, int(cfg.DATASET.NUM_CLASSES), height, width]},
+        ],
+        "postprocess": "crop the padding off the outputs; resize back with nearest if resized",
+        "num_classes": int(cfg.DATASET.NUM_CLASSES),
+        "class_names": class_names(cfg),
+        "ignore_index": int(cfg.DATASET.IGNORE_INDEX),
+    }
+
+
+def _is_previous_export(path: Path) -> bool:
+    return path.is_dir() and ((path / DEPLOY_FILE).is_file() or not any(path.iterdir()))
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Rename `tmp` to `out`, replacing a previous export (moved aside first, then deleted)."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.rename(out, old)
+    os.rename(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_model(choice: Any, out_dir: str | os.PathLike, place: Any = None,
+                 verify_images: int = VERIFY_IMAGES) -> ExportSummary:
+    """Export the chosen model's eval program with its weights; verify; install at `out_dir`."""
+    from .eval_run import check_model_dir, load_model
+    from .paddle_env import import_paddle
+
+    paddle = import_paddle()
+    out = Path(out_dir)
+    if out.exists() and not _is_previous_export(out):
+        raise SegDistillError(f"--out {out} exists and is not a segdistill export (no "
+                              f"{DEPLOY_FILE}); choose a new folder")
+    check_model_dir(choice)
+    place = place or paddle.CPUPlace()
+    exe = paddle.static.Executor(place)
+    built, label_map, probs = _build(choice.cfg)
+    scope = paddle.static.Scope()
+    load_model(built.main, choice, scope, place)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        with paddle.static.scope_guard(scope):  # save_inference_model reads the global scope
+            paddle.static.save_inference_model(str(tmp / MODEL_PREFIX), [built.image],
+                                               [label_map, probs], exe, program=built.main)
+        deploy = deploy_config(choice.cfg, label_map.name, probs.name)
+        (tmp / DEPLOY_FILE).write_text(yaml.safe_dump(deploy, sort_keys=False), encoding="utf-8")
+        images, described = verification_inputs(choice.cfg, verify_images)
+        expected = exe.run(built.main, feed={"image": images}, fetch_list=[label_map, probs],
+                           scope=scope)
+        got = run_exported(tmp, images, place)
+        max_diff = verify_same(expected, got)
+        _install(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = sorted(p for p in out.iterdir() if p.is_file())
+    return ExportSummary(out, files, described, max_diff)
+
+
+def run_exported(folder: str | os.PathLike, images: np.ndarray, place: Any = None
+                 ) -> list[np.ndarray]:
+    """Load an exported model into a fresh scope and run it: [label map, probabilities]."""
+    from .paddle_env import import_paddle
+
+    paddle = import_paddle()
+    exe = paddle.static.Executor(place or paddle.CPUPlace())
+    with paddle.static.scope_guard(paddle.static.Scope()):
+        program, feed_names, fetch_targets = paddle.static.load_inference_model(
+            str(Path(folder) / MODEL_PREFIX), exe)
+        outputs = exe.run(program, feed={feed_names[0]: images}, fetch_list=fetch_targets)
+    return [np.asarray(o) for o in outputs]
+
+
+def verify_same(expected: list[Any], got: list[Any]) -> float:
+    """Raise unless label maps are identical and probabilities allclose; return max |diff|."""
+    want_labels, want_probs = (np.asarray(x) for x in expected)
+    got_labels, got_probs = (np.asarray(x) for x in got)
+    if want_labels.shape != got_labels.shape or not np.array_equal(want_labels, got_labels):
+        differ = int((want_labels != got_labels).sum()) if want_labels.shape == got_labels.shape \
+            else "all"
+        raise SegDistillError(f"export verification failed: the exported model's label maps "
+                              f"differ from the checkpoint's ({differ} pixels); nothing written")
+    if want_probs.shape != got_probs.shape or not np.allclose(want_probs, got_probs,
+                                                             rtol=PROB_RTOL, atol=PROB_ATOL):
+        raise SegDistillError("export verification failed: the exported model's probabilities "
+                              "differ from the checkpoint's; nothing written")
+    return float(np.abs(want_probs - got_probs).max()) if want_probs.size else 0.0

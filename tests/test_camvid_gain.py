@@ -1,0 +1,116 @@
+"""Smoke tests of benchmarks/camvid_gain.py's logic (no training): commands, log reading, resume
+decision and the table built from fake results."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from segdistill_cli.config import load_config, parse_override
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def gain():
+    spec = importlib.util.spec_from_file_location("camvid_gain", ROOT / "benchmarks" / "camvid_gain.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _value_after(cmd: list[str], flag: str, key: str) -> str:
+    values = [cmd[i + 1] for i, c in enumerate(cmd[:-1]) if c == flag and cmd[i + 1].startswith(key + "=")]
+    assert len(values) == 1, (flag, key, values)
+    return values[0].split("=", 1)[1]
+
+
+def test_commands_baseline_and_distilled_share_the_recipe(gain, tmp_path):
+    args = gain.parse_args(["--data", str(tmp_path), "--epochs", "3", "--crop", "64,48"])
+    base = gain.student_command(args, "baseline", 1, tmp_path / "b", tmp_path / "t")
+    dist = gain.student_command(args, "kl_T2_w1", 1, tmp_path / "d", tmp_path / "t")
+    assert "--no-teacher" in base and "--teacher-cfg" not in base
+    assert "--no-teacher" not in dist and "--teacher-cfg" in dist
+    for key in ("SOLVER.LR", "SOLVER.NUM_EPOCHS", "TRAIN_CROP_SIZE", "AUG.FIX_RESIZE_SIZE"):
+        assert _value_after(base, "--set", key) == _value_after(dist, "--set", key)
+    assert _value_after(base, "--set", "SOLVER.NUM_EPOCHS") == "3"
+    assert base[base.index("--seed") + 1] == dist[dist.index("--seed") + 1] == "1"
+    assert _value_after(dist, "--teacher-set", "SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR") == \
+        str(tmp_path / "t")
+    # The DISTILL override is what the real config loader reads back.
+    overrides = [dist[i + 1] for i, c in enumerate(dist[:-1]) if c == "--set"]
+    assert parse_override(gain.distill_override(gain.ARMS["kl_T2_w1"][0]))[1] == gain.ARMS["kl_T2_w1"][0]
+    cfg = load_config(ROOT / "configs" / "camvid.yaml", overrides)
+    (pair,) = cfg.distill_pairs  # the loader normalises pairs (adds defaults); compare what we set
+    assert {k: pair[k] for k in gain.ARMS["kl_T2_w1"][0][0]} == gain.ARMS["kl_T2_w1"][0][0]
+    assert cfg.TRAIN_CROP_SIZE == (64, 48)
+
+
+def test_read_run_takes_last_eval_and_loss_means(gain, tmp_path):
+    records = [
+        {"type": "train", "epoch": 1, "step": 10, "loss/ce": 2.0, "loss/kl_0": 0.2, "step_per_sec": 1},
+        {"type": "train", "epoch": 1, "step": 20, "loss/ce": 1.0, "loss/kl_0": 0.4, "step_per_sec": 3},
+        {"type": "eval", "epoch": 1, "miou": 0.1, "acc": 0.5, "class_iou": [0.1, 0.1],
+         "class_names": ["a", "b"]},
+        {"type": "train", "epoch": 2, "step": 30, "loss/ce": 0.5, "loss/kl_0": 0.1, "step_per_sec": 2},
+        {"type": "eval", "epoch": 2, "miou": 0.3, "acc": 0.7, "class_iou": [0.2, 0.4],
+         "class_names": ["a", "b"]},
+    ]
+    (tmp_path / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    run = gain.read_run(tmp_path)
+    assert run["final"]["miou"] == 0.3 and run["final"]["epoch"] == 2
+    assert run["losses_first_epoch"] == pytest.approx({"ce": 1.5, "kl_0": 0.3})
+    assert run["losses_last_epoch"] == pytest.approx({"ce": 0.5, "kl_0": 0.1})
+    assert run["eval_curve"] == [(1, 0.1), (2, 0.3)]
+
+
+def test_is_done_requires_same_command(gain):
+    results = {"runs": {"x": {"command": ["a", "b"], "final": {"miou": 0.2}}}}
+    assert gain.is_done(results, "x", ["a", "b"])
+    assert not gain.is_done(results, "x", ["a", "c"])  # recipe changed: run again
+    assert not gain.is_done(results, "y", ["a", "b"])
+
+
+def _run(group: str, seed: int, miou: float, class_iou: list[float], ce: float = 1.0,
+         distill: float = 0.0) -> dict:
+    losses = {"ce": ce, "total": ce + distill, **({"kl_0": distill} if distill else {})}
+    return {"command": [group, str(seed)], "group": group, "seed": seed,
+            "final": {"miou": miou, "class_iou": class_iou, "class_names": ["road", "car"]},
+            "losses_first_epoch": losses, "losses_last_epoch": losses}
+
+
+def test_summary_and_table_from_fake_results(gain):
+    runs = {
+        "teacher": _run("teacher", 0, 0.6, [0.9, 0.3]),
+        "baseline_s0": _run("baseline", 0, 0.40, [0.8, 0.0]),
+        "baseline_s1": _run("baseline", 1, 0.44, [0.8, 0.08]),
+        "baseline_s2": _run("baseline", 2, 0.42, [0.8, 0.04]),
+        "kl_T2_w1_s0": _run("kl_T2_w1", 0, 0.45, [0.8, 0.1], distill=0.25),
+        "kl_T2_w1_s1": _run("kl_T2_w1", 1, 0.47, [0.8, 0.14], distill=0.25),
+        "l2_w3_s0": _run("l2_w3", 0, 0.38, [0.7, 0.06]),
+    }
+    results = {"meta": {"tuned_arms": ["l2_w3"], "arms": {"kl_T2_w1": gain.ARMS["kl_T2_w1"][0]}},
+               "runs": runs}
+    s = gain.summarize(results)
+    assert s["teacher"]["miou"] == 0.6
+    base, kl = s["groups"]["baseline"], s["groups"]["kl_T2_w1"]
+    assert base["mean"] == pytest.approx(0.42) and base["std"] == pytest.approx(0.02)
+    assert kl["delta"] == pytest.approx(0.46 - 0.42)
+    # paired by seed: (0.45-0.40, 0.47-0.44)
+    assert kl["paired_delta"][0] == pytest.approx(0.04)
+    assert kl["paired_delta"][1] == pytest.approx(statistics.stdev([0.05, 0.03]))
+    assert kl["class_delta"] == pytest.approx([0.0, 0.12 - 0.04])
+    assert s["groups"]["l2_w3"]["tuned"] and not kl["tuned"]
+
+    table = gain.markdown_table(results)
+    assert "| 0.6000 |" in table
+    assert "0.4200 ± 0.0200" in table and "+0.0400" in table
+    assert "tuned after seeing results" in table
+    assert "kl(logits↔logits, T=2) × 1" in table
+    assert "0.2500 / 1.0000 = 0.250" in table  # distill term vs CE
+    assert "| car | 0.300 | 0.040 | +0.080 | +0.020 |" in table
+    # tuned rows come after the pre-registered ones
+    assert table.index("kl(logits") < table.index("tuned after seeing results")
