@@ -150,34 +150,69 @@ def is_done(results: dict[str, Any], name: str, cmd: list[str]) -> bool:
 
 
 def run_one(name: str, cmd: list[str], save_dir: Path, results: dict[str, Any],
-            results_path: Path, group: str, seed: int) -> None:
+            results_path: Path, group: str, seed: int) -> bool:
+    """Run (or harvest) one training run; False if another invocation holds it (try later)."""
     results["runs"].update(load_results(results_path)["runs"])  # another invocation may have run it
     if is_done(results, name, cmd):
         print(f"[skip] {name}: done (mIoU {results['runs'][name]['final']['miou']:.4f})", flush=True)
-        return
-    wait_while_active(save_dir)
-    if not (save_dir / "final" / "meta.json").exists():
-        # An interrupted run restarts from scratch: runs are short, and a fresh start keeps the
-        # data order identical to the other seeds' runs.
-        shutil.rmtree(save_dir, ignore_errors=True)
-        save_dir.mkdir(parents=True)
-        print(f"[run ] {name}: {shell_line(cmd)}", flush=True)
-        start = time.time()
-        with open(save_dir.parent / f"{name}.log", "w", encoding="utf-8") as log:
-            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=save_dir.parent)
-        if code != 0:
-            raise SystemExit(f"{name} failed (exit {code}); see {save_dir.parent / (name + '.log')}")
-        wall = time.time() - start
-    else:  # finished earlier (e.g. started by hand with the same command) but not recorded
-        wall = None
-    record = {"command": cmd, "group": group, "seed": seed, "wall_seconds": wall,
-              "load_avg_after": os.getloadavg(), **read_run(save_dir)}
-    results["runs"][name] = record
-    on_disk = load_results(results_path)  # re-read: a parallel invocation may have added runs
-    on_disk["runs"][name] = record
-    save_results(results_path, on_disk)
+        return True
+    lock = claim(save_dir.parent / f"{name}.lock")
+    if lock is None:
+        return False
+    try:
+        wait_while_active(save_dir)
+        results["runs"].update(load_results(results_path)["runs"])
+        if is_done(results, name, cmd):  # finished by the other invocation meanwhile
+            return True
+        wall = None  # None = finished earlier (e.g. started by hand, same command), not recorded
+        if not (save_dir / "final" / "meta.json").exists():
+            wall = _train(name, cmd, save_dir)
+        record = {"command": cmd, "group": group, "seed": seed, "wall_seconds": wall,
+                  "load_avg_after": os.getloadavg(), **read_run(save_dir)}
+        results["runs"][name] = record
+        on_disk = load_results(results_path)  # re-read: a parallel invocation may have added runs
+        on_disk["runs"][name] = record
+        save_results(results_path, on_disk)
+    finally:
+        lock.unlink(missing_ok=True)
     print(f"[done] {name}: mIoU {record['final']['miou']:.4f}"
           + (f" in {wall / 60:.1f} min" if wall else ""), flush=True)
+    return True
+
+
+def _train(name: str, cmd: list[str], save_dir: Path) -> float:
+    # An interrupted run restarts from scratch: runs are short, and a fresh start keeps the data
+    # order identical to the other seeds' runs.
+    shutil.rmtree(save_dir, ignore_errors=True)
+    save_dir.mkdir(parents=True)
+    print(f"[run ] {name}: {shell_line(cmd)}", flush=True)
+    start = time.time()
+    with open(save_dir.parent / f"{name}.log", "w", encoding="utf-8") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=save_dir.parent)
+    if code != 0:
+        raise SystemExit(f"{name} failed (exit {code}); see {save_dir.parent / (name + '.log')}")
+    return time.time() - start
+
+
+def claim(lock: Path) -> Optional[Path]:
+    """Atomically create `lock` holding our pid; None if a live process holds it. Lets two
+    invocations share the run list on a 2-core machine (each run is mostly single-threaded)."""
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or "0"), 0)
+                return None  # holder alive
+            except (ProcessLookupError, ValueError):
+                lock.unlink(missing_ok=True)  # stale: its holder died
+                continue
+            except FileNotFoundError:
+                continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return lock
+    return None
 
 
 ACTIVE_SECONDS = 120
@@ -222,19 +257,29 @@ def run_experiment(args: argparse.Namespace, results: dict[str, Any], results_pa
     if not args.arms:  # baselines only (e.g. run in parallel with the teacher): no teacher needed
         for seed in args.seeds:
             name = f"{BASELINE}_s{seed}"
-            run_one(name, student_command(args, BASELINE, seed, runs_dir / name, teacher_dir),
-                    runs_dir / name, results, results_path, BASELINE, seed)
+            while not run_one(name, student_command(args, BASELINE, seed, runs_dir / name,
+                                                    teacher_dir),
+                              runs_dir / name, results, results_path, BASELINE, seed):
+                time.sleep(20)
         return
-    run_one("teacher", teacher_command(args, teacher_dir), teacher_dir, results, results_path,
-            "teacher", 0)
+    while not run_one("teacher", teacher_command(args, teacher_dir), teacher_dir, results,
+                      results_path, "teacher", 0):
+        time.sleep(20)
     teacher_weights = teacher_dir / "final"
-    # Seed-major order: if time runs out, every arm has the same seeds done.
-    for seed in args.seeds:
-        for arm in [BASELINE, *args.arms]:
+    # Seed-major order: if time runs out, every arm has the same seeds done. Runs held by a
+    # parallel invocation are revisited until that invocation has recorded them.
+    pending = [(arm, seed) for seed in args.seeds for arm in [BASELINE, *args.arms]]
+    while pending:
+        deferred = []
+        for arm, seed in pending:
             name = f"{arm}_s{seed}"
             save_dir = runs_dir / name
-            run_one(name, student_command(args, arm, seed, save_dir, teacher_weights), save_dir,
-                    results, results_path, arm, seed)
+            if not run_one(name, student_command(args, arm, seed, save_dir, teacher_weights),
+                           save_dir, results, results_path, arm, seed):
+                deferred.append((arm, seed))
+        pending = deferred
+        if pending:
+            time.sleep(20)
     results.update(load_results(results_path))
     results["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     save_results(results_path, results)
@@ -337,15 +382,15 @@ def _distill_ratio(losses: dict[str, float]) -> str:
 def per_class_table(results: dict[str, Any], s: dict[str, Any], order: list[str]) -> str:
     names = _class_names(results)
     arms = [g for g in order if g in s["groups"] and g != BASELINE]
-    header = "| class | teacher IoU | baseline IoU | " + " | ".join(f"Δ {a}" for a in arms) + " |"
-    lines = [header, "|---" * (3 + len(arms)) + "|"]
+    header = "| " + " | ".join(["class", "teacher IoU", "baseline IoU"] + [f"Δ {a}" for a in arms])
+    lines = [header + " |", "|---" * (3 + len(arms)) + "|"]
     base = s["groups"].get(BASELINE)
     for i, name in enumerate(names):
         teacher = f"{s['teacher']['class_iou'][i]:.3f}" if s["teacher"] else ""
         baseline = f"{base['class_iou'][i]:.3f}" if base else ""
         deltas = [f"{s['groups'][a]['class_delta'][i]:+.3f}" if "class_delta" in s["groups"][a]
                   else "" for a in arms]
-        lines.append(f"| {name} | {teacher} | {baseline} | " + " | ".join(deltas) + " |")
+        lines.append("| " + " | ".join([name, teacher, baseline, *deltas]) + " |")
     return "\n".join(lines)
 
 

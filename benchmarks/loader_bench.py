@@ -6,8 +6,7 @@ Measures (configs/camvid.yaml: 240x180 crops, batch 4, DATALOADER.NUM_WORKERS 2)
   1. loader batches/s with 0 workers (in-process) and with N workers (segdistill's BatchLoader);
      with --compare-paddle also paddle.io.DataLoader over the same dataset;
   2. ms per training step fed from the loader vs fed one in-memory batch, and their ratio (goal
-     <= 1.05). The step is `segdistill_cli.models.build_deeplabv3p` when importable, otherwise a
-     stand-in conv net built here.
+     <= 1.05). The step is the real trainer step of the camvid student (see _common.train_step).
 Run from the project root (the config's paths are relative to it) or pass --data-dir.
 """
 from __future__ import annotations
@@ -75,47 +74,22 @@ def time_paddle_loader(ds, batch_size: int, workers: int, batches: int) -> float
     return batches / (time.perf_counter() - start)
 
 
-def build_step(cfg, batch_size: int):
-    """(exe, program, loss) for one training step on feeds image/label/mask."""
-    from segdistill_cli.paddle_env import import_paddle
+def build_step(cfg):
+    """The student's training step exactly as `segdistill train --no-teacher` runs it
+    (engine.graph.build_train_graph + the trainer's CompiledProgram, fetching the logged terms)."""
+    from _common import train_step
+    from segdistill_cli.config import Configs
 
-    paddle = import_paddle()
-    w, h = cfg.TRAIN_CROP_SIZE
-    main, startup = paddle.static.Program(), paddle.static.Program()
-    with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
-        image = paddle.static.data("image", [-1, 3, h, w], "float32")
-        label = paddle.static.data("label", [-1, 1, h, w], "int32")
-        mask = paddle.static.data("mask", [-1, 1, h, w], "int32")
-        try:
-            from segdistill_cli.models import build_deeplabv3p
-            logits = build_deeplabv3p(cfg, image, is_test=False).logits
-            what = "build_deeplabv3p (camvid student)"
-        except ImportError:
-            x = image
-            for channels, stride in ((16, 2), (32, 2), (64, 2), (64, 1)):
-                x = paddle.nn.functional.relu(paddle.static.nn.batch_norm(
-                    paddle.static.nn.conv2d(x, channels, 3, stride=stride, padding=1)))
-            x = paddle.static.nn.conv2d(x, cfg.DATASET.NUM_CLASSES, 1)
-            logits = paddle.nn.functional.interpolate(x, size=[h, w], mode="bilinear", align_corners=True)
-            what = "stand-in conv net (segdistill_cli.models not importable)"
-        target = paddle.minimum(label, paddle.full_like(label, cfg.DATASET.NUM_CLASSES - 1))
-        pixel = paddle.nn.functional.softmax_with_cross_entropy(
-            logits, paddle.cast(target, "int64"), axis=1)
-        valid = paddle.cast(mask, "float32")
-        loss = paddle.mean(pixel * valid) / (paddle.mean(valid) + 1e-5)
-        paddle.optimizer.Momentum(0.01, 0.9).minimize(loss)
-    exe = paddle.static.Executor(paddle.CPUPlace())
-    exe.run(startup)
-    return exe, main, loss, what
+    return train_step(Configs(cfg, None), use_teacher=False)
 
 
-def time_steps(exe, program, loss, feeds, steps: int) -> float:
-    """Median ms per step over `steps` steps (after 2 warm-up steps)."""
+def time_steps(step, feeds, steps: int) -> float:
+    """Median ms per step (waiting for the batch included) over `steps` steps, after 2 warm-ups."""
     times = []
     for i in range(steps + 2):
         start = time.perf_counter()
-        feed = next(feeds)
-        exe.run(program, feed=feed, fetch_list=[loss])
+        step.feed = next(feeds)
+        step()
         if i >= 2:
             times.append(time.perf_counter() - start)
     return 1000 * float(np.median(times))
@@ -126,6 +100,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "camvid")
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=3, help="alternations in-memory/loader")
     parser.add_argument("--workers", type=int, default=None, help="default: DATALOADER.NUM_WORKERS")
     parser.add_argument("--compare-paddle", action="store_true")
     parser.add_argument("--no-step", action="store_true", help="loader throughput only")
@@ -144,8 +119,8 @@ def main() -> None:
         print(f"paddle.io.DataLoader, {workers} workers: {rate:6.1f} batches/s")
     if args.no_step:
         return
-    exe, program, loss, what = build_step(cfg, bs)
-    print(f"training step: {what}")
+    step = build_step(cfg)
+    print("training step: the camvid student's real trainer step (build_train_graph + CompiledProgram)")
     with BatchLoader(ds, bs, workers) as loader:
         fixed = next(iter(loader.epoch(0)))
 
@@ -160,12 +135,14 @@ def main() -> None:
                 epoch += 1
         # Alternate the two measurements so that machine load affects both alike.
         memory, through = [], []
-        for _ in range(3):
-            memory.append(time_steps(exe, program, loss, repeat(), args.steps))
-            through.append(time_steps(exe, program, loss, stream(), args.steps))
+        for _ in range(args.rounds):
+            memory.append(time_steps(step, repeat(), args.steps))
+            through.append(time_steps(step, stream(), args.steps))
     m, t = float(np.median(memory)), float(np.median(through))
     print(f"step on in-memory batch: {m:7.1f} ms   step through loader: {t:7.1f} ms   "
           f"ratio {t / m:.3f} (goal <= 1.05)")
+    print(f"  per round (in-memory / loader ms): "
+          + ", ".join(f"{a:.0f}/{b:.0f}={b / a:.3f}" for a, b in zip(memory, through)))
 
 
 if __name__ == "__main__":

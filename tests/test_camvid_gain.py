@@ -114,3 +114,12 @@ def test_summary_and_table_from_fake_results(gain):
     assert "| car | 0.300 | 0.040 | +0.080 | +0.020 |" in table
     # tuned rows come after the pre-registered ones
     assert table.index("kl(logits") < table.index("tuned after seeing results")
+
+
+def test_claim_is_exclusive_and_recovers_stale_locks(gain, tmp_path):
+    lock = tmp_path / "run.lock"
+    assert gain.claim(lock) == lock
+    assert gain.claim(lock) is None  # held by a live process (this one)
+    lock.write_text("999999999")  # a pid that cannot exist: its holder died
+    assert gain.claim(lock) == lock
+    assert lock.read_text() == str(__import__("os").getpid())

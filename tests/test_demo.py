@@ -72,3 +72,19 @@ def test_written_configs_load_and_point_into_out(tmp_path):
     baseline = yaml.safe_load(paths["baseline"].read_text())
     assert baseline["TRAIN"]["MODEL_SAVE_DIR"] == f"{tmp_path.as_posix()}/baseline/"
     assert os.path.isabs(student.DATASET.TRAIN_FILE_LIST)
+
+
+def test_repository_demo_configs_are_what_the_demo_writes(tmp_path, monkeypatch):
+    from pathlib import Path as _Path
+
+    from segdistill_cli.demo import SIZES, write_configs
+
+    monkeypatch.chdir(tmp_path)
+    written = write_configs(_Path("segdistill_demo"), SIZES["default"])
+    root = _Path(__file__).resolve().parents[1] / "configs"
+
+    def body(path):
+        return "".join(line for line in path.read_text().splitlines(True) if not line.startswith("#"))
+
+    assert body(root / "demo.yaml") == body(written["student"])
+    assert body(root / "demo_teacher.yaml") == body(written["teacher"])
