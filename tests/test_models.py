@@ -258,3 +258,37 @@ def test_eval_program_is_in_inference_mode():
     built = build_eval(cfg)
     assert tuple(built.image.shape) == (-1, 3, 33, 49) and tuple(built.logits.shape) == (-1, 3, 33, 49)
     assert all(op.attr("is_test") for op in built.main.global_block().ops if op.type == "batch_norm")
+
+
+def test_onednn_inference_programs_match_plain_kernels(monkeypatch):
+    """The teacher program runs conv/BN/ReLU on oneDNN: same logits as Paddle's own kernels."""
+    import numpy as np
+
+    from segdistill_cli.paddle_env import import_paddle
+    from segdistill_cli.programs import build_teacher
+
+    paddle = import_paddle()
+    cfg = load_config(ROOT / "configs" / "camvid_teacher.yaml",
+                      ["TRAIN_CROP_SIZE=(64, 48)", "MODEL.DEEPLAB.DEPTH_MULTIPLIER=0.5"])
+    image = np.random.RandomState(0).randn(2, 3, 48, 64).astype("float32")
+    outputs = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("SEGDISTILL_ONEDNN", flag)
+        paddle.seed(5)
+        teacher = build_teacher(cfg)
+        marked = [op for op in teacher.main.global_block().ops
+                  if op.has_attr("use_mkldnn") and op.attr("use_mkldnn")]
+        assert bool(marked) == (flag == "1" and paddle.base.core.is_compiled_with_mkldnn())
+        assert all(op.type != "bilinear_interp_v2" for op in marked)
+        scope = paddle.static.Scope()
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        exe.run(teacher.startup, scope=scope)
+        for p in teacher.main.all_parameters():  # non-trivial BN statistics and weights
+            value = np.random.RandomState(len(p.name)).rand(*p.shape).astype("float32") * 0.2
+            scope.find_var(p.name).get_tensor().set(value + 0.01, paddle.CPUPlace())
+        (logits,) = exe.run(teacher.main, feed={"image": image}, fetch_list=[teacher.logits],
+                            scope=scope)
+        outputs.append(np.asarray(logits))
+    scale = np.abs(outputs[1]).max()
+    assert scale > 0
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5 * scale, rtol=1e-4)

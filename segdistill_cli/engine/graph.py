@@ -20,7 +20,8 @@ from ..distill.pairs import ResolvedPair, resolve_pairs
 from ..errors import SegDistillError
 from ..launcher import RunContext, distributed_optimizer
 from ..paddle_env import import_paddle
-from ..programs import BuiltProgram, build_student_train, build_teacher, crop_hw
+from ..programs import (BuiltProgram, build_student_train, build_teacher, crop_hw,
+                        use_onednn_for_inference)
 from ..weights import load_weights
 from .seg_loss import softmax_ce_loss
 from .solver import build_optimizer
@@ -131,8 +132,11 @@ def build_train_graph(configs: Configs, ctx: RunContext, train_total_images: int
         teacher = teacher or build_teacher_program(configs, student)
         pairs = pairs if pairs is not None else plan_pairs(configs, student, teacher)
         teacher_scope = load_teacher(configs, teacher, exe, place, log)
+        first_teacher_op = len(student.main.global_block().ops)
         merge_teacher(teacher.main, student.main, place, teacher_scope, scope,
                       prefix=TEACHER_PREFIX)
+        # PaddleSlim's merge copies only an op's main attributes; `use_mkldnn` is an "extra" one.
+        use_onednn_for_inference(student.main, first_teacher_op)
         with student.guard():
             distill = add_distill_losses(student.main, student.startup, pairs, mask=mask,
                                          label=label, ignore_index=int(cfg.DATASET.IGNORE_INDEX))
