@@ -141,7 +141,7 @@ def main() -> None:
     m, t = float(np.median(memory)), float(np.median(through))
     print(f"step on in-memory batch: {m:7.1f} ms   step through loader: {t:7.1f} ms   "
           f"ratio {t / m:.3f} (goal <= 1.05)")
-    print(f"  per round (in-memory / loader ms): "
+    print("  per round (in-memory / loader ms): "
           + ", ".join(f"{a:.0f}/{b:.0f}={b / a:.3f}" for a, b in zip(memory, through)))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
+
 
 from segdistill_cli.cli import main
 from segdistill_cli.errors import ConfigError

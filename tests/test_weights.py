@@ -16,7 +16,7 @@ from segdistill_cli.config import load_config
 from segdistill_cli.errors import SegDistillError
 from segdistill_cli.models import parameter_manifest
 from segdistill_cli.paddle_env import import_paddle
-from segdistill_cli.weights import (LoadReport, check_structure, encode_header, encode_tensor,
+from segdistill_cli.weights import (LoadReport, check_structure, encode_tensor,
                                     load_weights, make_legacy_tarball, open_weights,
                                     read_pdparams, read_tensor, read_tensor_info, scan_weights,
                                     write_legacy_dir, write_tensor)

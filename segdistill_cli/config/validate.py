@@ -1,0 +1,117 @@
+"""Checks that need the filesystem or look across keys, run once by every command before it does
+work (`validate`); each problem names its key and file, and says whether it is fatal."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .loader import Configs, SegConfig
+from .schema import _default
+from .values import _where
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    message: str
+    source: str | None = None
+    fatal: bool = True
+
+    def __str__(self) -> str:
+        return f"{_where(self.key, self.source)}: {self.message}"
+
+
+PURPOSES = ("train", "eval", "any")
+
+
+def list_path(cfg: SegConfig, key: str) -> Path:
+    """A list file path as legacy opened it: as written (relative to the working directory)."""
+    return Path(cfg.DATASET[key])
+
+
+def validate(configs: Configs, purpose: str = "any", do_eval: bool = True,
+             use_teacher: bool = True) -> list[Problem]:
+    """Checks that need the filesystem. Returns every problem found (empty list = ok)."""
+    student, teacher = configs.student, configs.teacher
+    problems: list[Problem] = []
+    problems += _check_crops(student, purpose)
+    problems += _check_unsupported(student)
+    needed_lists = {"train": ["TRAIN_FILE_LIST"] + (["VAL_FILE_LIST"] if do_eval else []),
+                    "eval": ["VAL_FILE_LIST"],
+                    "any": []}[purpose]
+    for key in needed_lists:
+        path = list_path(student, key)
+        if not path.is_file():
+            problems.append(Problem(f"DATASET.{key}", f"list file not found: {path}", student.source))
+    data_dir = Path(student.DATASET.DATA_DIR)
+    if needed_lists and not data_dir.is_dir():
+        problems.append(Problem("DATASET.DATA_DIR", f"directory not found: {data_dir}", student.source))
+    if purpose == "train":
+        pretrained = student.TRAIN.PRETRAINED_MODEL_DIR
+        if pretrained and not Path(pretrained).exists():
+            problems.append(Problem("TRAIN.PRETRAINED_MODEL_DIR",
+                                    f"directory not found: {pretrained} (training would start "
+                                    "from random weights)", student.source, fatal=False))
+        if not student.TRAIN.MODEL_SAVE_DIR:
+            problems.append(Problem("TRAIN.MODEL_SAVE_DIR", "not set", student.source))
+        if student.BATCH_SIZE % max(1, student.NUM_TRAINERS) != 0:
+            problems.append(Problem("BATCH_SIZE", f"{student.BATCH_SIZE} is not divisible by the "
+                                    f"{student.NUM_TRAINERS} trainers", student.source))
+    if teacher is not None and use_teacher and purpose == "train":
+        teacher_dir = teacher.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR
+        if not teacher_dir:
+            problems.append(Problem("SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR",
+                                    "not set: the teacher's weights are required", teacher.source))
+        elif not Path(teacher_dir).is_dir():
+            problems.append(Problem("SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR",
+                                    f"directory not found: {teacher_dir} (legacy would have "
+                                    "distilled from a random teacher)", teacher.source))
+        problems += _check_teacher_input(student, teacher)
+        if teacher.DATASET.NUM_CLASSES != student.DATASET.NUM_CLASSES:
+            problems.append(Problem("DATASET.NUM_CLASSES",
+                                    f"teacher has {teacher.DATASET.NUM_CLASSES} classes, student "
+                                    f"{student.DATASET.NUM_CLASSES}", teacher.source))
+    return problems
+
+
+# Legacy keys that load (so legacy YAMLs stay valid) but that segdistill does not implement: a
+# non-default value must not be silently ignored. (TRAIN.RESUME_MODEL_DIR is honoured by train.)
+_UNSUPPORTED = {
+    "SOLVER.CROSS_ENTROPY_WEIGHT": "class-weighted cross-entropy is not implemented",
+    "SOLVER.LOSS": "dice/bce/lovasz losses are not implemented (only softmax_loss)",
+    "MODEL.FP16": "mixed precision is not implemented",
+    "MODEL.DEFAULT_NORM_TYPE": "only 'bn' is implemented",
+}
+
+
+def _check_unsupported(cfg: SegConfig) -> list[Problem]:
+    problems = []
+    for key, why in _UNSUPPORTED.items():
+        if why and cfg.get_key(key) != _default(key):
+            problems.append(Problem(key, f"{cfg.get_key(key)!r}: {why} (remove the key or set "
+                                         f"it to {_default(key)!r})", cfg.source))
+    return problems
+
+
+def _check_teacher_input(student: SegConfig, teacher: SegConfig) -> list[Problem]:
+    """The teacher is fed the student's normalised image: both must normalise alike."""
+    problems = []
+    for key in ("MEAN", "STD", "DATASET.IMAGE_TYPE"):
+        if student.get_key(key) != teacher.get_key(key):
+            problems.append(Problem(key, f"teacher {teacher.get_key(key)!r} differs from student "
+                                         f"{student.get_key(key)!r}: the teacher sees the "
+                                         "student's input, normalised the student's way",
+                                    teacher.source))
+    return problems
+
+
+def _check_crops(cfg: SegConfig, purpose: str) -> list[Problem]:
+    wanted = {"train": ["TRAIN_CROP_SIZE", "EVAL_CROP_SIZE"], "eval": ["EVAL_CROP_SIZE"],
+              "any": ["TRAIN_CROP_SIZE", "EVAL_CROP_SIZE"]}[purpose]
+    return [Problem(k, "not set: give (width, height), e.g. (769, 769)", cfg.source)
+            for k in wanted if len(cfg[k]) != 2]
+
+
+def fatal(problems: Iterable[Problem]) -> list[Problem]:
+    return [p for p in problems if p.fatal]
