@@ -335,3 +335,64 @@ def test_tutorial_configs_pass_preflight_against_a_legacy_teacher_dir(lists, tmp
     (teacher / "encoder" / "aspp1" / "depthwise" / "weights").unlink()
     assert main(args) == 1
     assert "encoder/aspp1/depthwise/weights" in capsys.readouterr().err
+
+
+def _pretend_gpus(monkeypatch, count: int) -> list:
+    """A CUDA build with `count` GPUs, and a launcher that records its plan instead of running."""
+    import segdistill_cli.engine.train_entry as entry
+    import segdistill_cli.launcher as launcher
+
+    monkeypatch.setattr(launcher, "_cuda_facts", lambda compiled, n: (True, count))
+    launched = []
+    monkeypatch.setattr(entry, "run_launch", lambda plan: launched.append(plan) or 0)
+    return launched
+
+
+def test_two_gpus_relaunch_the_same_command_under_paddle_launch(lists, teacher_dir, tmp_path,
+                                                                 monkeypatch):
+    launched = _pretend_gpus(monkeypatch, 2)
+    args = cli_args(lists, teacher_dir, tmp_path / "run", "--gpus", "0,1", "--log-steps", "5")
+    assert main(args) == 0
+    command = list(launched[0].command)
+    assert command[:5] == [sys.executable, "-m", "paddle.distributed.launch", "--devices", "0,1"]
+    assert command[command.index("--log_dir") + 1] == str(tmp_path / "run" / "launch_logs")
+    worker = command[command.index("segdistill_cli") - 3:]
+    assert worker[:3] == [sys.executable, "-u", "-m"]
+    assert worker[4:] == [a for a in args if a not in ("--gpus", "0,1")]  # minus --gpus only
+    assert not (tmp_path / "run").exists()  # the parent only launches
+
+
+def test_multi_node_options_pass_through(lists, teacher_dir, tmp_path, monkeypatch):
+    launched = _pretend_gpus(monkeypatch, 2)
+    args = cli_args(lists, teacher_dir, tmp_path / "run", "--gpus", "0,1", "--ips",
+                    "10.0.0.1,10.0.0.2", "--nnodes", "2", "--master", "10.0.0.1:8090",
+                    "--node-rank", "1")
+    assert main(args) == 0
+    command = list(launched[0].command)
+    launcher_part = command[:command.index("-u")]
+    for flag, value in (("--ips", "10.0.0.1,10.0.0.2"), ("--nnodes", "2"),
+                        ("--master", "10.0.0.1:8090"), ("--rank", "1")):
+        assert launcher_part[launcher_part.index(flag) + 1] == value
+    assert "--ips" not in command[command.index("-u"):]
+
+
+def test_global_batch_must_split_over_gpus_before_launch(lists, teacher_dir, tmp_path, monkeypatch,
+                                                         capsys):
+    launched = _pretend_gpus(monkeypatch, 2)
+    code = main(cli_args(lists, teacher_dir, tmp_path / "run", "--gpus", "0,1",
+                         "--set", "BATCH_SIZE=3"))
+    assert code == 2 and not launched
+    assert "BATCH_SIZE 3 is not divisible by the 2" in capsys.readouterr().err
+
+
+def test_one_gpu_runs_in_process_on_that_device(monkeypatch):
+    import segdistill_cli.launcher as launcher
+
+    monkeypatch.setattr(launcher, "_cuda_facts", lambda compiled, n: (True, 2))
+    plan = launcher.plan_launch(launcher.LaunchRequest(gpus="1"), ["train"], env={})
+    assert plan.kind == "single" and plan.device == "gpu:1"
+    assert launcher.run_context(plan).place is not None
+    plan = launcher.plan_launch(launcher.LaunchRequest(), ["train"], env={})
+    assert plan.device == "gpu:0"  # CUDA build with a GPU: GPU 0 by default
+    plan = launcher.plan_launch(launcher.LaunchRequest(cpu=True), ["train"], env={})
+    assert plan.device == "cpu"

@@ -47,6 +47,8 @@ def train(
     nnodes: Optional[int] = typer.Option(None, "--nnodes", help="Multi-node: number of nodes."),
     master: Optional[str] = typer.Option(None, "--master", help="Multi-node: master endpoint "
                                          "IP:PORT."),
+    node_rank: Optional[int] = typer.Option(None, "--node-rank", min=0, help="Multi-node: this "
+                                            "node's rank (paddle.distributed.launch --rank)."),
 ) -> None:
     """Distil the teacher into the student with the legacy recipe (static graph, PaddleSlim merge).
 
@@ -62,7 +64,7 @@ def train(
         configs, argv=current_argv(), gpus=gpus, force_cpu=cpu, log_steps=log_steps,
         do_eval=do_eval or legacy_do_eval, resume=resume, use_teacher=not no_teacher,
         dry_run=dry_run, seed=seed, vdl=vdl, check_data=check_data, preflight_only=preflight,
-        ips=ips, nnodes=nnodes, master=master,
+        ips=ips, nnodes=nnodes, master=master, node_rank=node_rank,
     )
     if code:
         raise typer.Exit(code)

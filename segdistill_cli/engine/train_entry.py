@@ -15,12 +15,12 @@ def run_train(configs: Configs, argv: Sequence[str], gpus: Optional[str] = None,
               seed: Optional[int] = None, vdl: bool = False, check_data: str = "sample",
               preflight_only: bool = False,
               ips: Optional[str] = None, nnodes: Optional[int] = None,
-              master: Optional[str] = None) -> int:
+              master: Optional[str] = None, node_rank: Optional[int] = None) -> int:
     """Run training here, or re-run this command under paddle.distributed.launch (one worker per
     GPU). Returns the exit code."""
     save_dir = Path(configs.student.TRAIN.MODEL_SAVE_DIR or ".")
     request = LaunchRequest(gpus=gpus, cpu=force_cpu, ips=ips, nnodes=nnodes, master=master,
-                            log_dir=str(save_dir / "launch_logs"))
+                            node_rank=node_rank, log_dir=str(save_dir / "launch_logs"))
     plan = plan_launch(request, argv)
     if plan.kind == "launch":
         # Fail here, not in N workers at once, when the global batch cannot be split.
