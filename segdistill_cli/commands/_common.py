@@ -42,6 +42,10 @@ def teacher_set_option():
                         show_default=False)
 
 
+def model_dir_option(help_text: str = "Weights (default: TEST.TEST_MODEL)."):
+    return typer.Option(None, "--model-dir", help=help_text, show_default=False)
+
+
 def read_configs(cfg: Optional[Path], teacher_cfg: Optional[Path],
                  sets: Optional[List[str]], teacher_sets: Optional[List[str]]) -> Configs:
     return load_configs(cfg, teacher_cfg, sets or (), teacher_sets or ())

@@ -9,8 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ._common import (cfg_option, console, current_argv, err_console, read_configs, require_valid,
-                      set_option, teacher_cfg_option, teacher_set_option)
+from ._common import (cfg_option, console, current_argv, err_console, model_dir_option,
+                      read_configs, require_valid, set_option, teacher_cfg_option,
+                      teacher_set_option)
 
 ORDER = 40
 
@@ -35,8 +36,7 @@ EVAL_HELP = (
 def eval_command(
     cfg: Path = cfg_option(),
     set_: Optional[List[str]] = set_option(),
-    model_dir: Optional[str] = typer.Option(None, "--model-dir", help="Weights to evaluate "
-                                            "(default: TEST.TEST_MODEL)."),
+    model_dir: Optional[str] = model_dir_option("Weights to evaluate (default: TEST.TEST_MODEL)."),
     teacher_cfg: Optional[Path] = teacher_cfg_option(),
     teacher: bool = typer.Option(False, "--teacher", help="Evaluate the teacher config's model "
                                  "instead of the student."),

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from ._common import cfg_option, console, read_configs, set_option
+from ._common import cfg_option, console, model_dir_option, read_configs, set_option
 
 ORDER = 50
 
@@ -25,8 +25,7 @@ EXPORT_HELP = (
 def export_command(
     cfg: Path = cfg_option(),
     set_: Optional[List[str]] = set_option(),
-    model_dir: Optional[str] = typer.Option(None, "--model-dir", help="Weights (default: "
-                                            "TEST.TEST_MODEL)."),
+    model_dir: Optional[str] = model_dir_option(),
     out: Path = typer.Option(..., "--out", help="Output folder (replaced only if it holds a "
                                                 "previous export).", file_okay=False),
 ) -> None:

@@ -6,7 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from ._common import (cfg_option, console, read_configs, set_option, teacher_cfg_option,
+from ._common import (cfg_option, console, model_dir_option, read_configs, set_option,
+                      teacher_cfg_option,
                       teacher_set_option)
 
 ORDER = 45
@@ -25,8 +26,7 @@ PREDICT_HELP = (
 def predict_command(
     cfg: Path = cfg_option(),
     set_: Optional[List[str]] = set_option(),
-    model_dir: Optional[str] = typer.Option(None, "--model-dir", help="Weights (default: "
-                                            "TEST.TEST_MODEL)."),
+    model_dir: Optional[str] = model_dir_option(),
     image: Optional[str] = typer.Option(None, "--image", help="One image file."),
     list_file: Optional[str] = typer.Option(None, "--list", help="A list file (legacy format, "
                                             "paths relative to DATASET.DATA_DIR; labels "
