@@ -7,8 +7,7 @@ from typing import List, Optional
 import typer
 
 from ._common import (cfg_option, console, model_dir_option, read_configs, set_option,
-                      teacher_cfg_option,
-                      teacher_set_option)
+                      teacher_cfg_option, teacher_set_option)
 
 ORDER = 45
 
