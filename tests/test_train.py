@@ -396,3 +396,13 @@ def test_one_gpu_runs_in_process_on_that_device(monkeypatch):
     assert plan.device == "gpu:0"  # CUDA build with a GPU: GPU 0 by default
     plan = launcher.plan_launch(launcher.LaunchRequest(cpu=True), ["train"], env={})
     assert plan.device == "cpu"
+
+
+def test_run_json_records_versions(lists, teacher_dir, tmp_path):
+    from importlib.metadata import version
+
+    main(cli_args(lists, teacher_dir, tmp_path / "run", "--no-eval", "--set", "SOLVER.NUM_EPOCHS=1"))
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["versions"]["paddleslim"] == version("paddleslim") == "2.6.0"
+    assert run["versions"]["paddle"] == "2.6.2"
+    assert run["command"][:2] == ["segdistill", "train"]

@@ -334,8 +334,9 @@ class Trainer:
         return float(miou)
 
     def _write_run_json(self, graph: TrainGraph, steps_per_epoch: int) -> None:
+        from importlib.metadata import version
+
         import paddle
-        import paddleslim
 
         record = {
             "command": ["segdistill", *self.options.argv],
@@ -344,7 +345,7 @@ class Trainer:
             self.options.use_teacher else None,
             "distill_pairs": [p.describe() for p in graph.pairs],
             "versions": {"segdistill": __version__, "paddle": paddle.__version__,
-                         "paddleslim": getattr(paddleslim, "__version__", "?"),
+                         "paddleslim": version("paddleslim"),
                          "numpy": np.__version__, "python": platform.python_version()},
             "device": self.ctx.device, "num_trainers": self.ctx.nranks,
             "global_batch": int(self.cfg.BATCH_SIZE),
