@@ -362,7 +362,7 @@ def test_pairs_from_the_config_loader_resolve_directly(nets):
     from segdistill_cli.config import parse_distill
 
     _, student, teacher = nets
-    pairs = parse_distill([  # lower-case keys as a user may write them; normalised by config.py
+    pairs = parse_distill([  # lower-case keys as a user may write them; normalised by the config loader
         {"teacher": "logits", "student": "logits", "loss": "l2", "weight": 0.1},
         {"teacher": "aspp.out", "student": "backbone.out", "loss": "cwd", "adapter": "conv1x1",
          "temperature": 4},
