@@ -8,6 +8,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .atomic import atomic_open
+
 CONFUSION_PNG = "confusion_matrix.png"
 IOU_PNG = "class_iou.png"
 
@@ -30,9 +32,8 @@ def row_normalised(matrix: np.ndarray) -> np.ndarray:
 
 def _save(fig: Any, path: Path) -> None:
     """Write via a temporary file and rename: never a half-written PNG."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_open(path) as fh:
+        fig.savefig(fh, format="png", dpi=100, bbox_inches="tight")
 
 
 def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: Path, title: str) -> Path:

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from .atomic import atomic_open, write_text_atomic
 from .config import Configs, SegConfig
 from .errors import ConfigError, SegDistillError
 from .launcher import LaunchRequest, RunContext, plan_launch, run_context, run_launch
@@ -37,8 +38,6 @@ from .launcher import LaunchRequest, RunContext, plan_launch, run_context, run_l
 GATHER_DIR_ENV = "SEGDISTILL_EVAL_GATHER_DIR"  # set by the launching process for its workers
 GATHER_TIMEOUT_S = 1800.0  # how long rank 0 waits for the other workers after its own part
 RESULT_FILE = "result.json"
-DATA_CHECK_SAMPLE = 64
-CHECK_DATA_MODES = ("sample", "full", "off")
 
 Progress = Callable[[int, int], None]
 
@@ -135,13 +134,9 @@ class EvalOptions:
 
 def check_val_data(cfg: SegConfig, mode: str) -> None:
     """The val list's pre-flight data check (a seeded sample of lines by default)."""
-    from .data.check import require_valid_data
+    from .data.check import preflight_data
 
-    if mode not in CHECK_DATA_MODES:
-        raise ConfigError(f"--check-data: {mode!r} is not one of {', '.join(CHECK_DATA_MODES)}")
-    if mode == "off":
-        return
-    require_valid_data(cfg, ["val"], sample=None if mode == "full" else DATA_CHECK_SAMPLE)
+    preflight_data(cfg, ["val"], mode)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,22 +224,14 @@ def stdout_to_stderr() -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, mode) as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def write_shard(gather_dir: str | os.PathLike, rank: int, result: Any) -> None:
     """Rank `rank`'s matrix (`shard-<rank>.npy`) then its marker (`shard-<rank>.json`)."""
     folder = Path(gather_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / f"shard-{rank}.npy", lambda fh: np.save(fh, result.matrix.matrix))
+    with atomic_open(folder / f"shard-{rank}.npy") as fh:
+        np.save(fh, result.matrix.matrix)
     marker = {"rank": rank, "num_images": result.num_images, "seconds": result.seconds}
-    _atomic_write(folder / f"shard-{rank}.json", lambda fh: fh.write(json.dumps(marker)), "w")
+    write_text_atomic(folder / f"shard-{rank}.json", json.dumps(marker))
 
 
 def gather_shards(gather_dir: str | os.PathLike, nranks: int, own: Any,
@@ -281,7 +268,7 @@ def gather_shards(gather_dir: str | os.PathLike, nranks: int, own: Any,
 
 def write_result(path: Path, result: Any, model_dir: Optional[str] = None) -> None:
     data = result.to_json(model_dir)
-    _atomic_write(path, lambda fh: fh.write(json.dumps(data)), "w")
+    write_text_atomic(path, json.dumps(data))
 
 
 def read_result(path: Path) -> Any:

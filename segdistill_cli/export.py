@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from .atomic import replace_dir
 from .errors import SegDistillError
 from .palettes import class_names
 
@@ -112,17 +113,6 @@ def _is_previous_export(path: Path) -> bool:
     return path.is_dir() and ((path / DEPLOY_FILE).is_file() or not any(path.iterdir()))
 
 
-def _install(tmp: Path, out: Path) -> None:
-    """Rename `tmp` to `out`, replacing a previous export (moved aside first, then deleted)."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.rename(out, old)
-    os.rename(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_model(choice: Any, out_dir: str | os.PathLike, place: Any = None,
                  verify_images: int = VERIFY_IMAGES) -> ExportSummary:
     """Export the chosen model's eval program with its weights; verify; install at `out_dir`."""
@@ -156,7 +146,7 @@ def export_model(choice: Any, out_dir: str | os.PathLike, place: Any = None,
                            scope=scope)
         got = run_exported(tmp, images, place)
         max_diff = verify_same(expected, got)
-        _install(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .atomic import atomic_open
 from .data.dataset import read_image, read_label
 from .data.lists import IMAGE_SUFFIXES, read_list
 from .data.transforms import AugParams, normalize, pad_bottom_right, resize
@@ -154,13 +155,8 @@ def restore(pred: np.ndarray, geometry: Geometry) -> np.ndarray:
 def _save_png(image: Image.Image, path: Path) -> Path:
     """Atomic: a temporary file in the same folder, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path) as fh:
+        image.save(fh, format="PNG")
     return path
 
 

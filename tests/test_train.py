@@ -406,3 +406,14 @@ def test_run_json_records_versions(lists, teacher_dir, tmp_path):
     assert run["versions"]["paddleslim"] == version("paddleslim") == "2.6.0"
     assert run["versions"]["paddle"] == "2.6.2"
     assert run["command"][:2] == ["segdistill", "train"]
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_unknown_check_data_mode_is_a_usage_error(lists, teacher_dir, tmp_path, capsys, command):
+    args = cli_args(lists, teacher_dir, tmp_path / "run", "--check-data", "most")
+    if command == "eval":
+        args = ["eval", "--cfg", str(STUDENT_CFG), "--model-dir", str(teacher_dir),
+                "--check-data", "most"] + [a for item in lists.items()
+                                          for a in ("--set", "=".join(item))]
+    assert main(args) == 2
+    assert "--check-data: 'most' is not one of sample, full, off" in capsys.readouterr().err

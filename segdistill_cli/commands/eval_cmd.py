@@ -89,12 +89,10 @@ def eval_command(
 
 
 def _write_json(path: Path, data: dict) -> None:
-    import os
+    from ..atomic import write_text_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 def _quiet_stdout(active: bool):

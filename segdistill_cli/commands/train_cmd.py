@@ -11,8 +11,6 @@ from ._common import (cfg_option, current_argv, read_configs, set_option, teache
 
 ORDER = 30
 
-CHECK_DATA_MODES = ("sample", "full", "off")
-
 
 def train(
     cfg: Path = cfg_option(),
@@ -56,9 +54,6 @@ def train(
     """
     from ..engine.train_entry import run_train  # imports Paddle; keep --help fast
 
-    if check_data not in CHECK_DATA_MODES:
-        raise typer.BadParameter(f"{check_data!r} is not one of {', '.join(CHECK_DATA_MODES)}",
-                                 param_hint="--check-data")
     configs = read_configs(cfg, teacher_cfg, set_, teacher_set)
     code = run_train(
         configs, argv=current_argv(), gpus=gpus, force_cpu=cpu, log_steps=log_steps,

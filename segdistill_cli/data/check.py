@@ -193,3 +193,23 @@ def require_valid_data(cfg: Any, splits: Sequence[str] = ("train", "val"), max_e
         error.report = report  # type: ignore[attr-defined]
         raise error
     return report
+
+
+CHECK_DATA_MODES = ("sample", "full", "off")
+DATA_CHECK_SAMPLE = 64  # lines per list checked in "sample" mode
+
+
+def check_data_mode(mode: str) -> None:
+    from ..errors import ConfigError
+
+    if mode not in CHECK_DATA_MODES:
+        raise ConfigError(f"--check-data: {mode!r} is not one of {', '.join(CHECK_DATA_MODES)}")
+
+
+def preflight_data(cfg: Any, splits: Sequence[str], mode: str = "sample", seed: int = 0) -> None:
+    """What `train` and `eval` run before any work, per `--check-data`: a seeded sample of lines
+    per list (default), every line (`full`), or nothing (`off`)."""
+    check_data_mode(mode)
+    if mode != "off":
+        require_valid_data(cfg, splits, sample=None if mode == "full" else DATA_CHECK_SAMPLE,
+                           seed=seed)

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_open, write_text_atomic
 from ..errors import SegDistillError
 
 SPLITS = ("train", "val", "test")
@@ -52,10 +53,6 @@ class PrepareReport:
     list_counts: dict[str, int] = field(default_factory=dict)
 
 
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
 def _existing_label_matches(path: Path, label: np.ndarray) -> bool:
     with Image.open(path) as im:
         old = np.asarray(im)
@@ -73,25 +70,19 @@ def convert_label(src: Path, force: bool = False) -> tuple[Path, bool]:
         if not force:
             raise SegDistillError(f"{dst} exists and differs from the conversion of {src.name}; "
                                   "use --force to overwrite")
-    tmp = _tmp_path(dst)
-    try:
-        Image.fromarray(train_ids, mode="L").save(tmp, format="PNG")
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(dst) as fh:
+        Image.fromarray(train_ids, mode="L").save(fh, format="PNG")
     return dst, True
 
 
-def write_text_atomic(path: Path, text: str, force: bool) -> bool:
+def write_if_changed(path: Path, text: str, force: bool) -> bool:
     """Write unless identical; refuse to replace different content without `force`."""
     if path.exists():
         if path.read_text(encoding="utf-8") == text:
             return False
         if not force:
             raise SegDistillError(f"{path} exists with different content; use --force to overwrite")
-    tmp = _tmp_path(path)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
     return True
 
 
@@ -138,7 +129,7 @@ def prepare_cityscapes(root: str | os.PathLike, force: bool = False, workers: in
             continue
         lines = _split_lines(root, split, separator)
         path = root / f"{split}.list"
-        (report.written if write_text_atomic(path, "".join(lines), force)
+        (report.written if write_if_changed(path, "".join(lines), force)
          else report.unchanged).append(path)
         report.list_counts[split] = len(lines)
     return report

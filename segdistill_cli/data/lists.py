@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..atomic import write_text_atomic
 from ..errors import SegDistillError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -101,9 +102,7 @@ def read_list(path: str | os.PathLike, data_dir: str | os.PathLike, separator: s
 def write_list(path: Path, pairs: Iterable[tuple[str, str]], separator: str = " ") -> int:
     """Write `image<SEP>label` lines atomically (temp file + rename). Returns the line count."""
     lines = [f"{image}{separator}{label}\n" for image, label in pairs]
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(lines))
     return len(lines)
 
 

@@ -37,6 +37,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import __version__
+from ..atomic import replace_dir
 from ..errors import SegDistillError
 
 PARAMS_FILE = "model.pdparams"
@@ -138,19 +139,31 @@ def _temp_path(save_dir: Path, name: str, kind: str) -> Path:
     return save_dir / f".{name}.{kind}-{os.getpid()}"
 
 
+def _write_checkpoint(save_dir: Path, name: str, files: Dict[str, bytes],
+                      meta: Dict[str, Any]) -> Path:
+    """`<save_dir>/<name>/` from `files` plus meta.json, written LAST (it marks completeness), all
+    in a temporary folder that is then swapped into place."""
+    tmp = _temp_path(save_dir, name, "tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        for file_name, data in files.items():
+            _write_file(tmp / file_name, data)
+        _write_file(tmp / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
+        _fsync_dir(tmp)
+        return _install(save_dir, tmp, name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _install(save_dir: Path, tmp: Path, name: str) -> Path:
     """Rename the finished `tmp` folder to `save_dir/name`, replacing an existing one safely."""
     final = save_dir / name
-    old = None
-    if final.exists():
-        old = _temp_path(save_dir, name, "old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.rename(final, old)
-    os.rename(tmp, final)
+    # The aside name is one `clean_stale` recognises, to put it back after a crash mid-swap.
+    replace_dir(tmp, final, aside=_temp_path(save_dir, name, "old"))
     _fsync_dir(save_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -195,19 +208,8 @@ def save_checkpoint(program: Any, scope: Any, save_dir: str | os.PathLike, name:
         full_meta["lr_step"] = int(lr_scheduler.last_epoch)
         full_meta["lr"] = float(lr_scheduler.last_lr)
 
-    tmp = _temp_path(save_dir, name, "tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        _write_file(tmp / PARAMS_FILE, _pickle(params))
-        _write_file(tmp / OPT_FILE, _pickle(state))
-        _write_file(tmp / META_FILE, json.dumps(full_meta, indent=2, sort_keys=True).encode())
-        _fsync_dir(tmp)
-        return _install(save_dir, tmp, name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return _write_checkpoint(save_dir, name, {PARAMS_FILE: _pickle(params),
+                                              OPT_FILE: _pickle(state)}, full_meta)
 
 
 def read_meta(path: str | os.PathLike) -> Optional[Dict[str, Any]]:
@@ -322,22 +324,10 @@ def copy_as(save_dir: str | os.PathLike, src_name: str | int, dst_name: str) -> 
     dst_name = _check_name(dst_name)
     if read_meta(src) is None:
         raise SegDistillError(f"not a complete checkpoint: {src}")
-    tmp = _temp_path(save_dir, dst_name, "tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        for file_name in (PARAMS_FILE, OPT_FILE):  # meta.json last: it marks completeness
-            if (src / file_name).exists():
-                _write_file(tmp / file_name, (src / file_name).read_bytes())
-        meta = json.loads((src / META_FILE).read_text())
-        meta.update({"name": dst_name, "copied_from": str(src_name)})
-        _write_file(tmp / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
-        _fsync_dir(tmp)
-        return _install(save_dir, tmp, dst_name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    files = {f: (src / f).read_bytes() for f in (PARAMS_FILE, OPT_FILE) if (src / f).exists()}
+    meta = json.loads((src / META_FILE).read_text())
+    meta.update({"name": dst_name, "copied_from": str(src_name)})
+    return _write_checkpoint(save_dir, dst_name, files, meta)
 
 
 def _pid_alive(pid: int) -> bool:

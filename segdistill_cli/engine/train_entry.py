@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..config import Configs
+from ..data.check import check_data_mode
 from ..launcher import LaunchRequest, per_rank_batch, plan_launch, run_context, run_launch
 from .trainer import Trainer, TrainOptions
 
@@ -18,6 +19,7 @@ def run_train(configs: Configs, argv: Sequence[str], gpus: Optional[str] = None,
               master: Optional[str] = None, node_rank: Optional[int] = None) -> int:
     """Run training here, or re-run this command under paddle.distributed.launch (one worker per
     GPU). Returns the exit code."""
+    check_data_mode(check_data)  # here too: before any worker is launched
     save_dir = Path(configs.student.TRAIN.MODEL_SAVE_DIR or ".")
     request = LaunchRequest(gpus=gpus, cpu=force_cpu, ips=ips, nnodes=nnodes, master=master,
                             node_rank=node_rank, log_dir=str(save_dir / "launch_logs"))

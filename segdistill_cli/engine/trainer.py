@@ -22,8 +22,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .. import __version__
+from ..atomic import write_text_atomic
 from ..config import Configs
-from ..data.check import require_valid_data
+from ..data.check import preflight_data
 from ..data.dataset import SegDataset
 from ..data.loader import BatchLoader, default_prefetch
 from ..errors import ConfigError, SegDistillError
@@ -35,7 +36,6 @@ from .graph import (TrainGraph, build_teacher_program, build_train_graph, plan_p
                     seeded_student)
 from .train_log import TrainLogger
 
-DATA_CHECK_SAMPLE = 64  # lines per list checked by the default pre-flight (`--check-data full`: all)
 DRY_RUN_STEPS = 3
 
 
@@ -110,12 +110,9 @@ class Trainer:
         return student, teacher, pairs
 
     def _check_data(self) -> list[SegDistillError]:
-        if self.options.check_data == "off":
-            return []
         splits = ["train"] + (["val"] if self.options.do_eval else [])
-        sample = None if self.options.check_data == "full" else DATA_CHECK_SAMPLE
         try:
-            require_valid_data(self.cfg, splits, sample=sample, seed=self.seed)
+            preflight_data(self.cfg, splits, self.options.check_data, seed=self.seed)
         except SegDistillError as exc:
             return [exc]
         return []
@@ -354,10 +351,7 @@ class Trainer:
             "resumed_from": str(self.resume_from) if self.resume_from else None,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        checkpoints_dir = self.save_dir
-        tmp = checkpoints_dir / f".run.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-        os.replace(tmp, checkpoints_dir / "run.json")
+        write_text_atomic(self.save_dir / "run.json", json.dumps(record, indent=2))
 
 
 def _writable(folder: Path) -> bool:

@@ -3,15 +3,14 @@ check, and the atomic swap into `<dest>/<model name>`."""
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 import tarfile
 import tempfile
-import uuid
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Mapping, Sequence
 
+from ..atomic import replace_dir
 from ..errors import SegDistillError
 from ..weights import check_structure
 from .http_download import _os_error, _short
@@ -66,7 +65,7 @@ def install_archive(archive: Path, folder: Path, manifest: Mapping[str, Sequence
         if not report.ok:
             raise SegDistillError(f"{archive.name} is not the expected model {folder.name}: "
                                   f"{report.describe().split(': ', 1)[1]}")
-        _swap_into_place(root, folder)
+        replace_dir(root, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -78,18 +77,3 @@ def _archive_root(tmp: Path, archive: Path) -> Path:
     if len(entries) == 1 and entries[0].is_dir():
         return entries[0]
     return tmp  # flat archive: its top level is the model folder
-
-
-def _swap_into_place(new: Path, final: Path) -> None:
-    old = None
-    if final.exists() or final.is_symlink():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(final, old)
-    try:
-        os.rename(new, final)
-    except BaseException:
-        if old is not None:
-            os.rename(old, final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()

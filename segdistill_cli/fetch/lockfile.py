@@ -3,12 +3,11 @@ url, size and sha256 after its first successful fetch."""
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..atomic import write_text_atomic
 from ..errors import SegDistillError
 from .http_download import _os_error
 
@@ -48,17 +47,7 @@ class LockFile:
     def record(self, name: str, url: str, size: int, sha256: str) -> None:
         self.models[name] = {"url": url, "bytes": size, "sha256": sha256}
         text = json.dumps({"version": 1, "models": self.models}, indent=2, sort_keys=True)
-        _atomic_write(self.path, text + "\n")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _os_error(exc, f"writing {path}") from exc
+        try:
+            write_text_atomic(self.path, text + "\n")
+        except OSError as exc:
+            raise _os_error(exc, f"writing {self.path}") from exc
