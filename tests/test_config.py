@@ -11,7 +11,8 @@ import pytest
 
 from segdistill_cli.cli import main
 from segdistill_cli.config import (DEFAULT_DISTILL, default_config, load_config, load_configs,
-                                   validate)
+                                   parse_distill, validate)
+from segdistill_cli.config.view import used_values
 from segdistill_cli.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def test_tutorial_student_yaml_loads_with_legacy_values():
     assert cfg.MODEL.DEEPLAB.OUTPUT_STRIDE == 16
     assert cfg.MODEL.BN_MOMENTUM == pytest.approx(0.99)
     assert cfg.DATASET.PADDING_VALUE == [127.5, 127.5, 127.5]
-    assert cfg.distill_pairs == DEFAULT_DISTILL
+    assert cfg.distill_pairs == parse_distill(DEFAULT_DISTILL)  # with its NAME, as train logs it
 
 
 def test_tutorial_teacher_yaml_loads_and_stays_independent():
@@ -246,7 +247,43 @@ def test_config_show_json_round_trips(capsys):
     assert data["teacher"]["MODEL"]["DEEPLAB"]["BACKBONE"] == "xception_65"
     # The printed config, fed back as a YAML file, yields the same config.
     again = load_config(None, [f"{k}={json.dumps(v)}" for k, v in data["student"].items()])
-    assert again.to_plain() == data["student"]
+    assert used_values(again, "student").data == data["student"]
+
+
+def test_config_show_prints_the_distill_pair_train_uses(capsys):
+    """No DISTILL section: show the tutorial's pair, not `null` (it is what train distils)."""
+    assert main(["config", "show", "--cfg", str(STUDENT), "--teacher-cfg", str(TEACHER),
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    student = load_config(STUDENT)
+    assert student["DISTILL"] is None  # the section is absent from the file
+    assert data["student"]["DISTILL"] == student.distill_pairs == [
+        {"TEACHER": "logits", "STUDENT": "logits", "LOSS": "l2", "WEIGHT": 0.1, "NAME": "l2_0"}]
+    assert "DISTILL" not in data["teacher"]  # only the student's section is ever read
+
+
+def test_config_show_prints_the_image_counts_train_uses(capsys, tmp_path):
+    """TRAIN_TOTAL_IMAGES is the length of the list as the dataset reads it (what sizes the LR
+    schedule), not legacy's default 2975; an unreadable list leaves the key out, with a note."""
+    from segdistill_cli.data.dataset import SegDataset
+
+    (tmp_path / "t.list").write_text("".join(f"i{n}.png l{n}.png\n" for n in range(24)))
+    (tmp_path / "v.list").write_text("a.png b.png\n\nc.png d.png\n")
+    sets = [f"DATASET.DATA_DIR={tmp_path}", f"DATASET.TRAIN_FILE_LIST={tmp_path}/t.list",
+            f"DATASET.VAL_FILE_LIST={tmp_path}/v.list"]
+    assert main(["config", "show", "--cfg", str(STUDENT), "--json",
+                 *[x for s in sets for x in ("--set", s)]]) == 0
+    dataset = json.loads(capsys.readouterr().out)["student"]["DATASET"]
+    train_set = SegDataset(load_config(STUDENT, sets), mode="train")
+    assert dataset["TRAIN_TOTAL_IMAGES"] == len(train_set.entries) == 24
+    assert dataset["VAL_TOTAL_IMAGES"] == 2
+    assert "TEST_TOTAL_IMAGES" not in dataset  # no command reads it
+
+    assert main(["config", "show", "--cfg", str(STUDENT), "--json",
+                 "--set", f"DATASET.TRAIN_FILE_LIST={tmp_path}/missing.list"]) == 0
+    out = capsys.readouterr()
+    assert "TRAIN_TOTAL_IMAGES" not in json.loads(out.out)["student"]["DATASET"]
+    assert "TRAIN_TOTAL_IMAGES left out" in out.err and "missing.list" in out.err
 
 
 def test_legacy_flag_spelling_is_accepted(capsys):

@@ -1,4 +1,4 @@
-"""`segdistill config show|check`: the resolved configs exactly as the other commands use them."""
+"""`segdistill config show|check`: the resolved configs with the values the commands use."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,9 @@ import typer
 import yaml
 
 from ..config import validate, fatal, PURPOSES
+from ..config.view import used_values
 from ..errors import ConfigError
-from ._common import (cfg_option, console, print_problems, read_configs, set_option,
+from ._common import (cfg_option, console, err_console, print_problems, read_configs, set_option,
                       teacher_cfg_option, teacher_set_option)
 
 ORDER = 90
@@ -26,10 +27,15 @@ def show(
     teacher_set: Optional[List[str]] = teacher_set_option(),
     as_json: bool = typer.Option(False, "--json", help="One JSON object {student, teacher}."),
 ) -> None:
-    """Print the resolved student (and teacher) config, defaults and overrides applied."""
+    """Print the student (and teacher) config as the commands use it: defaults and overrides
+    applied, the DISTILL pairs train uses, the image counts of the lists."""
     configs = read_configs(cfg, teacher_cfg, set_, teacher_set)
-    resolved = {"student": configs.student.to_plain(),
-                "teacher": configs.teacher.to_plain() if configs.teacher else None}
+    views = {"student": used_values(configs.student, "student"),
+             "teacher": used_values(configs.teacher, "teacher") if configs.teacher else None}
+    for view in views.values():
+        for note in view.notes if view else ():
+            err_console.print(f"note: {note}", markup=False, soft_wrap=True)
+    resolved = {role: view.data if view else None for role, view in views.items()}
     if as_json:
         typer.echo(json.dumps(resolved, indent=2))
         return

@@ -6,7 +6,7 @@ checked against the schema's type for that key.
 
     schema.py    every legacy key and default        values.py    parse + check one value
     distill.py   the DISTILL section                 loader.py    SegConfig, files, overrides
-    validate.py  filesystem and cross-key checks
+    validate.py  filesystem and cross-key checks    view.py      what `config show` prints
 """
 from .distill import DEFAULT_DISTILL, DISTILL_LOSSES, parse_distill
 from .loader import (Configs, SegConfig, default_config, load_config, load_configs,

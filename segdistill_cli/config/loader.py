@@ -48,8 +48,10 @@ class SegConfig(dict):
 
     @property
     def distill_pairs(self) -> list[dict[str, Any]]:
+        """The pairs `train` distils: the section, or the tutorial's pair when it is absent
+        (normalised the same way, so `config show` prints exactly what is used)."""
         pairs = self.get("DISTILL")
-        return copy.deepcopy(DEFAULT_DISTILL if pairs is None else pairs)
+        return parse_distill(DEFAULT_DISTILL) if pairs is None else copy.deepcopy(pairs)
 
     def get_key(self, dotted: str) -> Any:
         node: Any = self

@@ -26,6 +26,12 @@ _LIST_KEY = {"train": "TRAIN_FILE_LIST", "eval": "VAL_FILE_LIST", "test": "TEST_
 _SHUFFLE_TAG, _SAMPLE_TAG = 0, 1
 
 
+def read_entries(cfg: Any, list_file: str) -> list[ListEntry]:
+    """A list's samples as every dataset reads them. Their number is the image count the commands
+    use (the LR schedule's TRAIN_TOTAL_IMAGES, the eval's image count, what `config show` prints)."""
+    return read_list(list_file, cfg.DATASET.DATA_DIR, cfg.DATASET.SEPARATOR)
+
+
 def read_image(path: str, image_type: str = "rgb") -> np.ndarray | None:
     """Legacy cv2_imread: BGR uint8 [H, W, 3] (gray images become 3 equal channels, as legacy's
     IMREAD_COLOR did), or BGRA [H, W, 4] for IMAGE_TYPE rgba. None if it does not decode."""
@@ -75,8 +81,7 @@ class SegDataset:
         self.channels = int(cfg.DATASET.DATA_DIM)
         self.num_classes = int(cfg.DATASET.NUM_CLASSES)
         self.list_file = list_file or cfg.DATASET[_LIST_KEY[mode]]
-        self.entries: list[ListEntry] = read_list(self.list_file, cfg.DATASET.DATA_DIR,
-                                                  cfg.DATASET.SEPARATOR)
+        self.entries: list[ListEntry] = read_entries(cfg, self.list_file)
         if mode == "train" and len(self.entries) < nranks:
             raise SegDistillError(f"{self.list_file} has {len(self.entries)} samples, fewer than "
                                   f"the {nranks} trainers")

@@ -1,0 +1,52 @@
+"""What `config show` prints: a config with the values the commands actually use.
+
+Two keys differ from the stored config:
+* `DISTILL`: absent means the tutorial's pair, so the student shows that pair (`distill_pairs`,
+  the property `train` reads). The teacher's view leaves the key out: only the student's is read.
+* `DATASET.TRAIN_TOTAL_IMAGES` / `VAL_TOTAL_IMAGES`: legacy counted the list files; segdistill
+  always uses the real number of samples of the list (`read_entries`, the reader the datasets
+  use). The view shows that number, or leaves the key out (with a note) when the list cannot be
+  read. `TEST_TOTAL_IMAGES` is read by no command and is left out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import SegDistillError
+from .loader import SegConfig
+
+# Count key -> the list key whose samples it counts.
+COUNTED_LISTS = {"TRAIN_TOTAL_IMAGES": "TRAIN_FILE_LIST", "VAL_TOTAL_IMAGES": "VAL_FILE_LIST"}
+UNUSED_COUNTS = ("TEST_TOTAL_IMAGES",)
+
+
+@dataclass
+class ConfigView:
+    """The printable config and why any count key is missing from it."""
+
+    data: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def used_values(cfg: SegConfig, role: str) -> ConfigView:
+    """`cfg` as plain data, with DISTILL and the image counts as the commands use them."""
+    from ..data.dataset import read_entries
+
+    data = cfg.to_plain()
+    view = ConfigView(data)
+    if role == "student":
+        data["DISTILL"] = cfg.distill_pairs
+    else:
+        data.pop("DISTILL", None)
+    dataset = data["DATASET"]
+    for count_key, list_key in COUNTED_LISTS.items():
+        try:
+            dataset[count_key] = len(read_entries(cfg, cfg.DATASET[list_key]))
+        except (OSError, SegDistillError) as exc:
+            del dataset[count_key]
+            view.notes.append(f"{role}: DATASET.{count_key} left out: the list "
+                              f"DATASET.{list_key} cannot be read ({exc})")
+    for key in UNUSED_COUNTS:
+        dataset.pop(key, None)
+    return view
