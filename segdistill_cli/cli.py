@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 import typer
 
@@ -55,12 +55,32 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def build_command() -> Any:
+    """The click command tree of `app`, with flags shown as flags: Typer's help would print a
+    `<bool>` value placeholder for them, yet a flag takes no value (`--cpu=true` is an error)."""
+    command = typer.main.get_command(app)
+    _hide_flag_placeholders(command, app.info.context_settings["help_option_names"])
+    return command
+
+
+def _hide_flag_placeholders(command: Any, help_names: list[str]) -> None:
+    # The help option is made on first use and cached; make it now (with the app's names, which
+    # sub-commands inherit) so that it is covered too.
+    help_option = command.get_help_option(command.context_class(command,
+                                                                help_option_names=help_names))
+    for param in [*command.params, help_option]:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _hide_flag_placeholders(sub, help_names)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 1 failure, 2 usage/config error, 130 Ctrl-C)."""
     args = list(argv) if argv is not None else sys.argv[1:]
     remember_argv(args)
     try:
-        app(args=args, prog_name="segdistill")
+        build_command()(args=args, prog_name="segdistill")
     except SystemExit as exc:  # standalone mode always exits; usage errors arrive here as code 2
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

@@ -53,12 +53,17 @@ class ModelChoice:
 
     cfg: SegConfig
     model_dir: Path
-    role: str  # "student" or "teacher"
+    role: str  # "teacher" (--teacher), "student" (of a --teacher-cfg pair) or "model" (--cfg alone)
     origin: str = "--model-dir"  # where model_dir came from (the option or a config key)
 
     @property
     def label(self) -> str:
         return f"{self.role} weights"
+
+    @property
+    def title(self) -> str:
+        """The model as the user gave it: role, config file and weights."""
+        return f"{self.role} {self.cfg.source or '(defaults)'}, weights {self.model_dir}"
 
     @property
     def configs(self) -> Configs:
@@ -68,15 +73,17 @@ class ModelChoice:
 
 def choose_model(configs: Configs, model_dir: Optional[str | os.PathLike] = None,
                  teacher: bool = False) -> ModelChoice:
-    """The student (default dir TEST.TEST_MODEL) or, with `teacher`, the teacher config (default
-    dir SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR)."""
+    """The --cfg model (default dir TEST.TEST_MODEL) or, with `teacher`, the teacher config (default
+    dir SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR). The --cfg model is called the student only when
+    a teacher config is given too: `--cfg T.yaml` alone may well be a teacher."""
     if teacher:
         if configs.teacher is None:
             raise ConfigError("--teacher needs --teacher-cfg (the teacher's config)")
         cfg, key, role = configs.teacher, "SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR", "teacher"
         default = cfg.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR
     else:
-        cfg, key, role = configs.student, "TEST.TEST_MODEL", "student"
+        cfg, key = configs.student, "TEST.TEST_MODEL"
+        role = "student" if configs.teacher is not None else "model"
         default = cfg.TEST.TEST_MODEL
     if not (model_dir or default):
         raise ConfigError(f"no model to load: give --model-dir or set {key} in {cfg.source}")

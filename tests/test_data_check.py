@@ -53,8 +53,13 @@ def test_each_problem_names_its_line(broken):
     assert "size mismatch" in found[5] and "10x10" in found[5]
     assert "200" in found[7] and "[0, 5)" in found[7]
     assert check_data(cfg, ["train"], max_errors=2).issues == report.issues[:2]
-    with pytest.raises(SegDistillError, match=r"4 bad sample line.*broken\.list:3: image not found"):
+    # Every line was checked: the message must not call it a sample.
+    with pytest.raises(SegDistillError, match=r"^4 bad line\(s\) among 8 lines checked; first: "
+                                              r".*broken\.list:3: image not found"):
         require_valid_data(cfg, ["train"])
+    sampled = check_data(cfg, ["train"], sample=6)  # 6 of the parsed lines + the unparsable one
+    assert sampled.sampled and not report.sampled
+    assert "bad line(s) among 7 sampled lines checked; first: " in sampled.summary()
 
 
 def test_valid_synthetic_set_and_sampling(broken):
@@ -63,6 +68,8 @@ def test_valid_synthetic_set_and_sampling(broken):
     assert report.ok and report.total_checked == 10  # train 8 + val 2 (test = val, counted once)
     assert set(report.label_values) <= {0, 1, 2, 3, 4, 255}
     assert check_data(cfg, ["train"], sample=3).total_checked == 3
+    assert report.summary().startswith("10 lines checked in ")
+    assert check_data(cfg, ["train"], sample=3).summary().startswith("3 sampled lines checked in ")
 
 
 def test_missing_list_file_is_an_error(tmp_path):
@@ -77,7 +84,7 @@ def test_cli_data_check_fails_on_broken_list(broken, capsys):
     err = capsys.readouterr().err
     assert code == 1
     assert "broken.list:3: image not found" in err and "broken.list:7: label values 200" in err
-    assert "error: 4 bad sample line(s)" in err
+    assert "error: 4 bad line(s) among 8 lines checked; first:" in err
 
 
 @pytest.mark.skipif(not CAMVID.is_dir(), reason=f"CamVid not found at {CAMVID}")
@@ -89,4 +96,4 @@ def test_cli_data_check_passes_on_camvid(capsys):
                  *sum((["--set", s] for s in sets), [])])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "468 samples ok" in out
+    assert out.startswith("ok 468 lines checked in ") and out.count("ok") == 1

@@ -74,7 +74,8 @@ def lists(
                                     help="train,val[,test] fractions summing to 1."),
     seed: int = typer.Option(0, "--seed", help="Shuffle seed for the split."),
     out_prefix: str = typer.Option("", "--out-prefix", help="Prefix of the list file names."),
-    separator: str = typer.Option(" ", "--separator", help="DATASET.SEPARATOR to write."),
+    separator: str = typer.Option(" ", "--separator", help="DATASET.SEPARATOR to write.",
+                                  show_default="one space"),
 ) -> None:
     """Pair images and labels by file stem and write train/val(/test) lists under ROOT."""
     from ..data.lists import build_lists, parse_ratios

@@ -79,13 +79,19 @@ def eval_command(
         from ..eval_plots import write_plots
 
         with _quiet_stdout(json_out == "-"):
-            paths = write_plots(result, plots, title=f"{choice.role} {choice.model_dir}")
+            paths = write_plots(result, plots, title=plot_title(result, choice))
         out.print("plots: " + ", ".join(str(p) for p in paths))
     if json_out == "-":
         typer.echo(json.dumps(data, indent=2))
     elif json_out:
         _write_json(Path(json_out), data)
         out.print(f"json: {json_out}")
+
+
+def plot_title(result: Any, choice: Any) -> str:
+    """Which model, on which list, how many images: a plot must say what it shows."""
+    return (f"{choice.title}\n{choice.cfg.DATASET.VAL_FILE_LIST}, {result.num_images} images"
+            + (" (test-time augmentation)" if result.tta else ""))
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -135,7 +141,7 @@ def print_report(out: Console, result: Any, choice: Any) -> None:
     m = result.matrix
     iou, acc = m.class_iou(), m.class_accuracy()
     gt, predicted = m.matrix.sum(axis=1), m.matrix.sum(axis=0)
-    table = Table(title=f"{choice.role} {choice.model_dir}", title_justify="left")
+    table = Table(title=choice.title, title_justify="left")
     for column, justify in (("#", "right"), ("class", "left"), ("IoU", "right"),
                             ("Acc (precision)", "right"), ("label px", "right"),
                             ("predicted px", "right")):

@@ -47,6 +47,7 @@ class DataReport:
     issues: list[Issue] = field(default_factory=list)
     issue_count: int = 0
     label_values: dict[int, int] = field(default_factory=dict)  # class id -> pixel count (valid lines)
+    sampled: bool = False  # some list was checked on a random subset of its lines only
 
     @property
     def ok(self) -> bool:
@@ -58,10 +59,11 @@ class DataReport:
 
     def summary(self) -> str:
         lists = ", ".join(f"{path} ({n})" for path, n in self.checked.items())
+        checked = "sampled lines" if self.sampled else "lines"
         if self.ok:
-            return f"{self.total_checked} samples ok in {lists}"
+            return f"{self.total_checked} {checked} checked in {lists}"
         first = self.issues[0] if self.issues else "?"
-        return (f"{self.issue_count} bad sample line(s) among {self.total_checked} checked; "
+        return (f"{self.issue_count} bad line(s) among {self.total_checked} {checked} checked; "
                 f"first: {first}")
 
 
@@ -151,6 +153,7 @@ def check_data(cfg: Any, splits: Sequence[str] = ("train", "val"), max_errors: i
                                   require_label=(split != "test"))
         if sample is not None and sample < len(entries):
             entries = sorted(random.Random(seed).sample(entries, sample), key=lambda e: e.line_no)
+            report.sampled = True
         issues += [Issue(b.list_file, b.line_no, b.reason) for b in bad]
         if not entries and not bad:
             issues.append(Issue(str(path), 0, "list file has no samples"))

@@ -13,12 +13,17 @@ from ..errors import SegDistillError
 
 
 class TrainLogger:
+    """`total_steps` and `total_evals` are what this run still has to do: the ETA counts both
+    (the evals at the mean duration of those already run, or "+ N eval(s)" before the first)."""
+
     def __init__(self, save_dir: Path, is_main: bool, vdl: bool, echo: Callable[[str], None],
-                 total_steps: int):
+                 total_steps: int, total_evals: int = 0):
         self.is_main, self.echo, self.total_steps = is_main, echo, max(1, total_steps)
         self.save_dir = save_dir
         self.started = time.perf_counter()
         self.steps_done = 0
+        self.total_evals = total_evals
+        self._eval_seconds: list[float] = []
         self._window: dict[str, list[float]] = {}
         self._window_start = time.perf_counter()
         self._window_steps = 0
@@ -49,10 +54,11 @@ class TrainLogger:
         elapsed = time.perf_counter() - self._window_start
         speed = self._window_steps / elapsed if elapsed > 0 else 0.0
         means = {k: sum(v) / len(v) for k, v in self._window.items()}
-        eta = (self.total_steps - self.steps_done) / speed if speed > 0 else 0.0
+        eta, unmeasured_evals = self._eta(speed)
         record = {"type": "train", "epoch": epoch, "step": global_step, "lr": lr,
                   **{f"loss/{k}": v for k, v in means.items()}, "step_per_sec": round(speed, 4),
-                  "eta_sec": round(eta, 1), "time": time.time()}
+                  "eta_sec": round(eta, 1), "eta_evals_not_counted": unmeasured_evals,
+                  "time": time.time()}
         self._write(record)
         if self._vdl is not None:
             for key, value in means.items():
@@ -60,7 +66,8 @@ class TrainLogger:
             self._vdl.add_scalar("train/lr", lr, global_step)
         losses = " ".join(f"{k}={v:.4f}" for k, v in means.items())
         line = (f"epoch={epoch} step={global_step} ({step_in_epoch}/{steps_per_epoch}) lr={lr:.6f} "
-                f"{losses} step/sec={speed:.3f} | ETA {_hms(eta)}")
+                f"{losses} step/sec={speed:.3f} | ETA {_hms(eta)}"
+                + (f" + {unmeasured_evals} eval(s)" if unmeasured_evals else ""))
         if self._progress is not None:
             self._progress.console.print(line, highlight=False)
         else:
@@ -68,7 +75,22 @@ class TrainLogger:
         self._window, self._window_steps = {}, 0
         self._window_start = time.perf_counter()
 
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the logger started (the run's training and eval time)."""
+        return time.perf_counter() - self.started
+
+    def _eta(self, speed: float) -> tuple[float, int]:
+        """(seconds left: steps at `speed` + evals at their mean time, evals not yet timed)."""
+        steps = (self.total_steps - self.steps_done) / speed if speed > 0 else 0.0
+        evals_left = max(0, self.total_evals - len(self._eval_seconds))
+        if not self._eval_seconds:
+            return steps, evals_left
+        mean_eval = sum(self._eval_seconds) / len(self._eval_seconds)
+        return steps + evals_left * mean_eval, 0
+
     def eval(self, epoch: int, global_step: int, metrics: dict[str, Any]) -> None:
+        self._eval_seconds.append(float(metrics.get("seconds", 0.0)))
         if not self.is_main:
             return
         self._write({"type": "eval", "epoch": epoch, "step": global_step, **metrics,

@@ -164,6 +164,8 @@ class Trainer:
                 return []
         else:
             self.resume_from = Path(resume)
+            if not self.resume_from.exists():
+                return [ConfigError(f"--resume: checkpoint folder not found: {resume}")]
         meta = checkpoints.read_meta(self.resume_from)
         if meta is None:
             return [ConfigError(f"--resume: {self.resume_from} is not a complete checkpoint "
@@ -178,7 +180,7 @@ class Trainer:
     def run(self) -> TrainSummary:
         student, teacher, pairs = self.preflight()
         if self.options.preflight_only:
-            self.echo("pre-flight ok: configs, data, teacher weights and distill pairs checked")
+            self.echo(f"pre-flight ok: {self._checked()} checked")
             return TrainSummary(None, 0, 0, None, None)
         train_set = SegDataset(self.cfg, mode="train", shard=self.ctx.shard, seed=self.seed)
         graph = build_train_graph(self.configs, self.ctx, len(train_set.entries), self.seed,
@@ -198,6 +200,19 @@ class Trainer:
                 return self._dry_run(graph, loader)
             return self._train(graph, loader, begin_epoch)
 
+    @property
+    def model_role(self) -> str:
+        """What the --cfg model is in this run: the student, or (--no-teacher) the only model."""
+        return "student" if self.options.use_teacher else "model"
+
+    def _checked(self) -> str:
+        """What the pre-flight checked, as a phrase."""
+        parts = ["configs", "data" if self.options.check_data != "off" else None,
+                 "teacher weights" if self.options.use_teacher else None,
+                 "distill pairs" if self.options.use_teacher else None, "save folder"]
+        parts = [p for p in parts if p]
+        return ", ".join(parts[:-1]) + " and " + parts[-1]
+
     def _init_student(self, graph: TrainGraph) -> int:
         """Resume (student + optimizer + LR step + epoch) or load pretrained weights tolerantly."""
         if self.resume_from is not None:
@@ -212,9 +227,11 @@ class Trainer:
         pretrained = self.cfg.TRAIN.PRETRAINED_MODEL_DIR
         if pretrained and Path(pretrained).exists():
             load_weights(graph.main, pretrained, scope=graph.scope, place=graph.place,
-                         strict=False, label="student pretrained weights", log=self.echo)
+                         strict=False, label=f"{self.model_role} pretrained weights",
+                         log=self.echo)
         else:
-            self.echo("student: no pretrained weights, training from scratch")
+            why = f"{pretrained} not found" if pretrained else "TRAIN.PRETRAINED_MODEL_DIR not set"
+            self.echo(f"{self.model_role}: no pretrained weights ({why}), training from scratch")
         return int(self.cfg.SOLVER.BEGIN_EPOCH)
 
     def _program(self, graph: TrainGraph) -> Any:
@@ -274,8 +291,11 @@ class Trainer:
             self.save_dir.mkdir(parents=True, exist_ok=True)
             checkpoints.clean_stale(self.save_dir)
             self._write_run_json(graph, steps_per_epoch)
+        epochs = range(begin_epoch, num_epochs + 1)
+        eval_epochs = [e for e in epochs if _is_snapshot(e, snapshot, num_epochs)]
         logger = TrainLogger(self.save_dir, ctx.is_main, self.options.vdl, self.echo,
-                             total_steps=steps_per_epoch * max(0, num_epochs - begin_epoch + 1))
+                             total_steps=steps_per_epoch * len(epochs),
+                             total_evals=len(eval_epochs) if self.options.do_eval else 0)
         last_good: Optional[Path] = self.resume_from
         epochs_run = 0
         if begin_epoch > num_epochs:
@@ -291,7 +311,7 @@ class Trainer:
                                 force=(global_step % self.options.log_steps == 0
                                        or step_in_epoch == steps_per_epoch))
                 epochs_run += 1
-                if ctx.is_main and (epoch % snapshot == 0 or epoch == num_epochs):
+                if ctx.is_main and _is_snapshot(epoch, snapshot, num_epochs):
                     miou = None
                     if self.options.do_eval:
                         evaluator = evaluator or Evaluator(cfg, graph.scope, graph.place, graph.exe)
@@ -305,7 +325,8 @@ class Trainer:
             final = None
             if ctx.is_main and epochs_run:
                 final = self._save(graph, "final", global_step, best, epoch=num_epochs)
-                self.echo(f"done: {self.save_dir}/final" + (f", best mIoU {best:.4f}" if best else ""))
+                self.echo(f"done: {self.save_dir}/final" + (f", best mIoU {best:.4f}" if best else "")
+                          + f", {epochs_run} epoch(s) in {format_duration(logger.elapsed)}")
         finally:
             logger.close()
         return TrainSummary(str(self.save_dir), epochs_run, global_step, best,
@@ -326,7 +347,7 @@ class Trainer:
         result = evaluator.evaluate()
         miou, acc = result.matrix.mean_iou(), result.matrix.accuracy()
         self.echo(f"[EVAL] epoch={epoch} #image={result.num_images} acc={acc:.4f} "
-                  f"IoU={miou:.4f} ({result.images_per_second:.1f} images/s)")
+                  f"mIoU={miou:.4f} ({result.images_per_second:.1f} images/s)")
         logger.eval(epoch, global_step, result.to_json())
         return float(miou)
 
@@ -352,6 +373,11 @@ class Trainer:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         write_text_atomic(self.save_dir / "run.json", json.dumps(record, indent=2))
+
+
+def _is_snapshot(epoch: int, snapshot_epoch: int, num_epochs: int) -> bool:
+    """Epochs that end with a checkpoint (and an eval with --do-eval): every SNAPSHOT_EPOCH, the last."""
+    return epoch % snapshot_epoch == 0 or epoch == num_epochs
 
 
 def _writable(folder: Path) -> bool:
