@@ -92,9 +92,15 @@ def choose_model(configs: Configs, model_dir: Optional[str | os.PathLike] = None
     return ModelChoice(cfg, Path(default), role, origin=key)
 
 
-def check_model_dir(choice: ModelChoice) -> None:
-    """Fail before any work when the weights cannot fit: missing folder, no weights in it, or a
-    parameter missing / mis-shaped (checked from file headers, without Paddle)."""
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def check_model_dir(choice: ModelChoice, warn: Callable[[str], None] = _warn) -> None:
+    """Fail before any work when the weights cannot fit: missing folder, no weights in it, a
+    checkpoint file that differs from its meta.json (size/sha256), or a parameter missing /
+    mis-shaped (checked from file headers, without Paddle)."""
+    from .engine.checkpoints import verify_weights_path
     from .models import parameter_manifest
     from .weights import PDPARAMS_FILE, check_structure
 
@@ -105,6 +111,9 @@ def check_model_dir(choice: ModelChoice) -> None:
     if path.is_dir() and not (path / PDPARAMS_FILE).is_file() and not any(path.iterdir()):
         raise SegDistillError(f"model dir {path} is empty (expected {PDPARAMS_FILE} or one file "
                               "per parameter)")
+    if verify_weights_path(path) is False:
+        warn(f"{path}: its meta.json has no checksums (written by an earlier segdistill): "
+             "not verified")
     report = check_structure(path, parameter_manifest(choice.cfg))
     if not report.ok:
         raise SegDistillError(f"{choice.label} do not fit the {choice.role} model of "

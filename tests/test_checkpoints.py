@@ -1,9 +1,13 @@
 """Checkpoints on a tiny static program: contents, exact resume, crash safety, latest/auto."""
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import pickle
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -167,6 +171,9 @@ def test_load_reports_missing_and_mismatched_variables(tmp_path, exe):
     del params["bn/gamma"]
     params["conv/weights"] = np.zeros((4, 3, 5, 5), "float32")
     (folder / "model.pdparams").write_bytes(pickle.dumps(params))
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta["files"]  # as a checkpoint written before checksums: the content check speaks
+    (folder / "meta.json").write_text(json.dumps(meta))
     main2, scope2, _ = fresh(exe)
     with pytest.raises(SegDistillError, match=r"missing, e\.g\. bn/gamma.*conv/weights"):
         ck.load_checkpoint(main2, scope2, folder, PLACE)
@@ -213,17 +220,244 @@ def test_clean_stale_removes_dead_temps_and_restores_orphaned_old(tmp_path):
     assert live.exists()
 
 
-def test_copy_as_and_overwrite_are_atomic_installs(tmp_path, exe):
+def test_link_as_shares_files_and_survives_deleting_its_source(tmp_path, exe):
     main, scope, scheduler = fresh(exe)
     ck.save_checkpoint(main, scope, tmp_path, 1, {"epoch": 1, "best_miou": 0.1})
-    ck.copy_as(tmp_path, 1, "best_model")
+    ck.link_as(tmp_path, 1, "best_model")
     ck.save_checkpoint(main, scope, tmp_path, 2, {"epoch": 2, "best_miou": 0.2})
-    ck.copy_as(tmp_path, 2, "best_model")  # replaces the old best_model
+    ck.link_as(tmp_path, 2, "best_model")  # replaces the old best_model
     meta = ck.read_meta(tmp_path / "best_model")
-    assert meta["best_miou"] == 0.2 and meta["copied_from"] == "2"
-    assert (tmp_path / "best_model" / "model.pdparams").read_bytes() == \
-        (tmp_path / "2" / "model.pdparams").read_bytes()
+    assert meta["best_miou"] == 0.2 and meta["linked_from"] == "2" and meta["name"] == "best_model"
+    for name in ("model.pdparams", "model.pdopt"):  # one copy on disk: the same inode
+        assert (tmp_path / "best_model" / name).stat().st_ino == (tmp_path / "2" / name).stat().st_ino
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2", "best_model"]
+    shutil.rmtree(tmp_path / "2")  # e.g. retention, or a user cleaning up
+    assert ck.verify(tmp_path / "best_model") is True
+    main2, scope2, scheduler2 = fresh(exe)
+    ck.load_checkpoint(main2, scope2, tmp_path / "best_model", PLACE)
+
+
+def test_link_as_copies_where_hard_links_are_refused(tmp_path, exe, monkeypatch):
+    main, scope, _ = fresh(exe)
+    ck.save_checkpoint(main, scope, tmp_path, 1, {"epoch": 1})
+
+    def no_links(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(ck.os, "link", no_links)
+    ck.link_as(tmp_path, 1, "final")
+    assert (tmp_path / "final" / "model.pdparams").stat().st_ino != \
+        (tmp_path / "1" / "model.pdparams").stat().st_ino
+    assert ck.verify(tmp_path / "final") is True
+
+
+# ---- integrity ---------------------------------------------------------------------------------
+
+
+def _saved(tmp_path, exe, names=(1,)):
+    main, scope, scheduler = fresh(exe)
+    for number, name in enumerate(names, start=1):
+        run_steps(exe, main, scope, scheduler, feeds(1))
+        ck.save_checkpoint(main, scope, tmp_path, name, {"epoch": number, "global_step": number},
+                           lr_scheduler=scheduler)
+    return main, scope
+
+
+def test_meta_records_size_and_sha256_of_the_bytes_written(tmp_path, exe):
+    _saved(tmp_path, exe)
+    meta = json.loads((tmp_path / "1" / "meta.json").read_text())
+    assert sorted(meta["files"]) == ["model.pdopt", "model.pdparams"]
+    for name, record in meta["files"].items():
+        data = (tmp_path / "1" / name).read_bytes()
+        assert record == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert ck.verify(tmp_path / "1") is True
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_byte", "delete"])
+@pytest.mark.parametrize("file_name", ["model.pdparams", "model.pdopt"])
+def test_damaged_file_is_named_by_verify_and_load(tmp_path, exe, damage, file_name):
+    _saved(tmp_path, exe)
+    target = tmp_path / "1" / file_name
+    data = target.read_bytes()
+    if damage == "truncate":
+        target.write_bytes(data[: len(data) // 2])
+    elif damage == "flip_byte":  # same size: only the hash can tell
+        target.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+    else:
+        target.unlink()
+    with pytest.raises(ck.DamagedCheckpoint, match=re.escape(str(target))) as info:
+        ck.verify(tmp_path / "1")
+    assert info.value.exit_code == 2
+    main2, scope2, scheduler2 = fresh(exe)
+    with pytest.raises(SegDistillError, match=re.escape(str(target))):
+        ck.load_checkpoint(main2, scope2, tmp_path / "1", PLACE, lr_scheduler=scheduler2)
+
+
+def test_checkpoint_without_checksums_still_loads_unverified(tmp_path, exe):
+    _saved(tmp_path, exe)
+    meta = json.loads((tmp_path / "1" / "meta.json").read_text())
+    del meta["files"]
+    (tmp_path / "1" / "meta.json").write_text(json.dumps(meta))
+    assert ck.verify(tmp_path / "1") is False
+    assert ck.verify_weights_path(tmp_path / "1" / "model.pdparams") is False
+    main2, scope2, scheduler2 = fresh(exe)
+    ck.load_checkpoint(main2, scope2, tmp_path / "1", PLACE, lr_scheduler=scheduler2)
+
+
+def test_shared_teacher_checkpoint_from_an_earlier_version_is_unverified_not_rejected():
+    folder = Path(__file__).resolve().parents[2] / "shared" / "models" / "camvid-teacher"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not present")
+    assert "files" not in json.loads((folder / "meta.json").read_text())
+    assert ck.verify(folder) is False
+
+
+def test_latest_skips_a_damaged_newest_checkpoint_and_says_so(tmp_path, exe):
+    _saved(tmp_path, exe, names=(1, 2))
+    assert ck.latest_checkpoint(tmp_path) == tmp_path / "2"
+    target = tmp_path / "2" / "model.pdparams"
+    target.write_bytes(target.read_bytes()[:-10])
+    lines = []
+    assert ck.latest_checkpoint(tmp_path, log=lines.append) == tmp_path / "1"
+    assert len(lines) == 1 and "skipping" in lines[0] and str(target) in lines[0]
+
+
+# ---- retention ---------------------------------------------------------------------------------
+
+
+def test_prune_keeps_last_n_epochs_and_only_current_step_checkpoints(tmp_path):
+    for epoch in (1, 2, 3, 4):
+        _fake_checkpoint(tmp_path, str(epoch), epoch)  # global_step = 10 * epoch
+    for step in (15, 25, 42, 44, 46):
+        folder = _fake_checkpoint(tmp_path, f"step-{step}", step // 10, complete=False)
+        (folder / "meta.json").write_text(json.dumps({"epoch": step // 10, "global_step": step}))
+    _fake_checkpoint(tmp_path, "best_model", 1)
+    _fake_checkpoint(tmp_path, "final", 4)
+    assert ck.prune(tmp_path, 0) == []  # 0 keeps everything
+    removed = ck.prune(tmp_path, 2)
+    # Epochs: the 2 newest stay. Steps: the ones before epoch 4 (step 40) are superseded; of the
+    # newer ones the 2 newest stay.
+    assert sorted(removed) == ["1", "2", "step-15", "step-25", "step-42"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == \
+        ["3", "4", "best_model", "final", "step-44", "step-46"]
+
+
+def test_step_checkpoints_order_between_epochs(tmp_path):
+    _fake_checkpoint(tmp_path, "1", 1)  # global step 10
+    folder = _fake_checkpoint(tmp_path, "step-15", 2, complete=False)
+    (folder / "meta.json").write_text(json.dumps({"epoch": 2, "step_in_epoch": 5,
+                                                  "global_step": 15}))
+    assert ck.latest_checkpoint(tmp_path) == folder
+    _fake_checkpoint(tmp_path, "2", 2)  # global step 20
+    assert ck.latest_checkpoint(tmp_path) == tmp_path / "2"
+
+
+# ---- failed writes (full disk) -----------------------------------------------------------------
+
+_WRITES = ["mkdir", "model.pdparams", "model.pdopt", "meta.json", "fsync", "install"]
+
+
+def _inject(monkeypatch, where: str) -> None:
+    """Make the save fail with ENOSPC at one of its writes (files: after writing half)."""
+    full = OSError(errno.ENOSPC, "No space left on device")
+    if where == "mkdir":
+        real_mkdir = Path.mkdir
+
+        def mkdir(self, *args, **kwargs):
+            if ".tmp-" in self.name:
+                raise full
+            return real_mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+    elif where in ("model.pdparams", "model.pdopt", "meta.json"):
+        real_write = ck._write_file
+
+        def write(path, data):
+            if path.name == where:
+                path.write_bytes(data[: len(data) // 2])
+                raise full
+            return real_write(path, data)
+
+        monkeypatch.setattr(ck, "_write_file", write)
+    elif where == "fsync":
+        def fsync(path):
+            raise full
+
+        monkeypatch.setattr(ck, "_fsync_dir", fsync)
+    else:
+        def replace(*args, **kwargs):
+            raise full
+
+        monkeypatch.setattr(ck, "replace_dir", replace)
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("where", _WRITES)
+@pytest.mark.parametrize("replacing", [False, True], ids=["new", "replace"])
+def test_failed_write_leaves_earlier_checkpoints_and_no_partial_folder(tmp_path, exe, monkeypatch,
+                                                                      where, replacing):
+    main, scope = _saved(tmp_path, exe, names=(1, "final"))
+    before = _snapshot(tmp_path)
+    _inject(monkeypatch, where)
+    with pytest.raises(OSError) as info:
+        ck.save_checkpoint(main, scope, tmp_path, "final" if replacing else 2,
+                           {"epoch": 2, "global_step": 2})
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert _snapshot(tmp_path) == before  # nothing changed, nothing left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "final"]
+    assert ck.verify(tmp_path / "1") and ck.verify(tmp_path / "final")
+
+
+def test_failed_link_leaves_no_partial_folder(tmp_path, exe, monkeypatch):
+    _saved(tmp_path, exe, names=(1,))
+    before = _snapshot(tmp_path)
+
+    def link(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ck.os, "link", link)
+    with pytest.raises(OSError):
+        ck.link_as(tmp_path, 1, "best_model")
+    monkeypatch.undo()
+    assert _snapshot(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["1"]
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A real 1 MiB filesystem (needs root / CAP_SYS_ADMIN; skipped otherwise)."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_real_full_disk_keeps_every_earlier_checkpoint(tiny_tmpfs, exe):
+    """A 1 MiB tmpfs, checkpoints of a ~250 kB program until the disk is full."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup):
+        paddle.static.create_parameter([64, 1000], "float32", name="w")  # 256 kB
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        exe.run(startup)
+    saved = []
+    with pytest.raises(OSError) as info:
+        for epoch in range(1, 20):
+            ck.save_checkpoint(main, scope, tiny_tmpfs, epoch, {"epoch": epoch,
+                                                                "global_step": epoch})
+            saved.append(str(epoch))
+    assert info.value.errno == errno.ENOSPC
+    assert saved and sorted(p.name for p in tiny_tmpfs.iterdir()) == sorted(saved)
+    for name in saved:
+        assert ck.verify(tiny_tmpfs / name) is True
+    assert ck.latest_checkpoint(tiny_tmpfs) == tiny_tmpfs / saved[-1]
 
 
 _KILLED_WRITER = textwrap.dedent("""

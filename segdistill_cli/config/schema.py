@@ -61,6 +61,10 @@ _DEFAULTS: dict[str, Any] = {
         "RESUME_MODEL_DIR": "",
         "SYNC_BATCH_NORM": False,
         "SNAPSHOT_EPOCH": 10,
+        # segdistill additions: a checkpoint every N steps (0 = off), and how many epoch / step
+        # checkpoints to keep (0 = all; final/ and best_model/ are always kept).
+        "CHECKPOINT_STEPS": 0,
+        "KEEP_CHECKPOINTS": 3,
     },
     "SOLVER": {
         "LR": 0.1,
@@ -159,6 +163,7 @@ _OPTIONAL_LIST = {"DATASET.CLASS_NAMES"}
 _ANY_KEYS = {"SOLVER.CROSS_ENTROPY_WEIGHT", "DISTILL"}
 _POSITIVE_INT = {"BATCH_SIZE", "DATASET.NUM_CLASSES", "SOLVER.NUM_EPOCHS", "TRAIN.SNAPSHOT_EPOCH",
                  "DATALOADER.BUF_SIZE"}
+_NON_NEGATIVE_INT = {"TRAIN.CHECKPOINT_STEPS", "TRAIN.KEEP_CHECKPOINTS"}
 
 
 def _all_keys(node: Mapping[str, Any] = _DEFAULTS, prefix: str = "") -> list[str]:

@@ -6,8 +6,8 @@ import ast
 from typing import Any
 
 from ..errors import ConfigError
-from .schema import (_ANY_KEYS, _CHOICES, _OPTIONAL_LIST, _OPTIONAL_STR, _PAIR_KEYS, _POSITIVE_INT,
-                     _default)
+from .schema import (_ANY_KEYS, _CHOICES, _NON_NEGATIVE_INT, _OPTIONAL_LIST, _OPTIONAL_STR,
+                     _PAIR_KEYS, _POSITIVE_INT, _default)
 
 
 def _legacy_literal(value: Any) -> Any:
@@ -63,6 +63,8 @@ def coerce_value(key: str, raw: Any, source: str | None = None) -> Any:
             value = int(value)
             if key in _POSITIVE_INT and value <= 0:
                 raise _bad(key, source, raw, "a positive integer")
+            if key in _NON_NEGATIVE_INT and value < 0:
+                raise _bad(key, source, raw, "an integer >= 0")
             return _check_choice(key, value, source)
         raise _bad(key, source, raw, "an integer")
     if isinstance(default, float):

@@ -196,8 +196,10 @@ class BatchLoader:
     def num_batches(self, epoch: int = 0) -> int:
         return len(batch_plan(self.dataset, self.batch_size, epoch, self.drop_last))
 
-    def epoch(self, epoch: int = 0) -> Iterator[Batch]:
-        plan = batch_plan(self.dataset, self.batch_size, epoch, self.drop_last)
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        """The epoch's batches in order, from batch number `start` on (a mid-epoch resume skips
+        the batches already trained on without loading them)."""
+        plan = batch_plan(self.dataset, self.batch_size, epoch, self.drop_last)[start:]
         if self.num_workers == 0:
             for indices in plan:
                 yield build_batch(self.dataset, indices, epoch)

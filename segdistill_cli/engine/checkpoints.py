@@ -12,18 +12,29 @@ epoch number, `final` or `best_model`:
   distillation adapters' Parameters (names starting with `distill_adapter_`: trained, but not
   part of the student a user deploys). Plus `"LR_Scheduler": scheduler.state_dict()` (the key
   Paddle's own optimizer state dicts use).
-* `meta.json` — epoch, global step, LR step, best mIoU so far, config digest, segdistill
-  version, time. Written **last**: a folder without it is incomplete and never used.
+* `meta.json` — position (epoch, step within the epoch for a mid-epoch checkpoint, global
+  step, LR step), best mIoU so far, seed, config digest, segdistill version, time, and under
+  `files` the size and sha256 of every other file, hashed from the bytes as they are written.
+  Written **last**: a folder without it is incomplete and never used.
+
+Names: `<epoch>` at the end of an epoch, `step-<global step>` for a step or preemption
+checkpoint (mid-epoch), `final` and `best_model`. `final/` and `best_model/` hold hard links to
+the files of the checkpoint they name (one copy on disk; deleting either folder leaves the other
+whole), with their own meta.json. `verify` checks a folder against its `files` record; folders
+written before checksums existed load with a "not verified" note. `prune` applies the retention
+rule (docs/design.md, "Checkpoints").
 
 Writing: `<save_dir>/.<name>.tmp-<pid>/` gets the three files (each fsync'd), then it replaces
 `<name>/` by renames (old one moved aside to `.<name>.old-<pid>`, new one renamed in, old one
 deleted). A crash at any point leaves either the old or the new complete checkpoint.
-`clean_stale(save_dir)` removes temp folders of writers that no longer run and puts back an
-`.old` folder whose replacement never arrived.
+`clean_stale(save_dir)` removes temp folders of writers that no longer run (and folders a pruning
+writer had renamed `.<name>.del-<pid>` before deleting them) and puts back an `.old` folder whose
+replacement never arrived.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -32,13 +43,13 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .. import __version__
 from ..atomic import replace_dir
-from ..errors import SegDistillError
+from ..errors import ConfigError, SegDistillError
 
 PARAMS_FILE = "model.pdparams"
 OPT_FILE = "model.pdopt"
@@ -49,7 +60,16 @@ ADAPTER_PREFIXES: Tuple[str, ...] = ("distill_adapter_",)
 # Test hook: seconds to sleep after each file of a save (lets a test kill a writer mid-save).
 PAUSE_ENV = "SEGDISTILL_TEST_SAVE_PAUSE"
 
-_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)$")
+
+class DamagedCheckpoint(ConfigError):
+    """A checkpoint file whose size or sha256 differs from its meta.json (an input problem)."""
+
+
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old|del)-(?P<pid>\d+)$")
+FILES_KEY = "files"  # meta.json: {file name: {"size": bytes, "sha256": hex}}
+STEP_PREFIX = "step-"
+FINAL, BEST = "final", "best_model"
+_CHUNK = 1 << 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,14 +140,39 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+def _pause_for_tests() -> None:
     pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
     if pause:
         time.sleep(pause)
+
+
+def _write_file(path: Path, data: bytes) -> Dict[str, Any]:
+    """Write `data` durably; return its size and the sha256 of the very chunks written."""
+    digest = hashlib.sha256()
+    view = memoryview(data)
+    with open(path, "wb") as fh:
+        for start in range(0, len(view), _CHUNK):
+            chunk = view[start:start + _CHUNK]
+            fh.write(chunk)
+            digest.update(chunk)
+        fh.flush()
+        os.fsync(fh.fileno())
+    _pause_for_tests()
+    return {"size": len(data), "sha256": digest.hexdigest()}
+
+
+def _link_file(src: Path, dst: Path, record: Dict[str, Any]) -> None:
+    """`dst` as a hard link to `src` (no second copy); a byte copy where links are refused."""
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        copied = _write_file(dst, src.read_bytes())
+        if copied != record:
+            raise DamagedCheckpoint(f"checkpoint file damaged: {src} (it no longer matches "
+                                    f"its {META_FILE})") from None
+    _pause_for_tests()
 
 
 def _pickle(obj: Any) -> bytes:
@@ -139,17 +184,24 @@ def _temp_path(save_dir: Path, name: str, kind: str) -> Path:
     return save_dir / f".{name}.{kind}-{os.getpid()}"
 
 
-def _write_checkpoint(save_dir: Path, name: str, files: Dict[str, bytes],
-                      meta: Dict[str, Any]) -> Path:
-    """`<save_dir>/<name>/` from `files` plus meta.json, written LAST (it marks completeness), all
-    in a temporary folder that is then swapped into place."""
+def _write_checkpoint(save_dir: Path, name: str, files: Dict[str, bytes], meta: Dict[str, Any],
+                      links: Optional[Dict[str, Tuple[Path, Dict[str, Any]]]] = None) -> Path:
+    """`<save_dir>/<name>/` from `files` (bytes) and `links` (name -> (existing file, its
+    record)), plus meta.json written LAST (it marks completeness) with every file's size and
+    sha256, all in a temporary folder that is then swapped into place. On any error the
+    temporary folder is removed and every existing checkpoint is left as it was."""
     tmp = _temp_path(save_dir, name, "tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        records = {}
         for file_name, data in files.items():
-            _write_file(tmp / file_name, data)
+            records[file_name] = _write_file(tmp / file_name, data)
+        for file_name, (src, record) in (links or {}).items():
+            _link_file(src, tmp / file_name, record)
+            records[file_name] = dict(record)
+        meta = dict(meta, **{FILES_KEY: records})
         _write_file(tmp / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
         _fsync_dir(tmp)
         return _install(save_dir, tmp, name)
@@ -212,24 +264,98 @@ def save_checkpoint(program: Any, scope: Any, save_dir: str | os.PathLike, name:
                                               OPT_FILE: _pickle(state)}, full_meta)
 
 
-def read_meta(path: str | os.PathLike) -> Optional[Dict[str, Any]]:
-    """The meta.json of a checkpoint folder, or None if the folder is not a complete checkpoint."""
-    path = Path(path)
+def _meta_json(path: Path) -> Optional[Dict[str, Any]]:
     try:
         meta = json.loads((path / META_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(meta, dict) or not (path / PARAMS_FILE).is_file():
+    return meta if isinstance(meta, dict) else None
+
+
+def read_meta(path: str | os.PathLike) -> Optional[Dict[str, Any]]:
+    """The meta.json of a checkpoint folder, or None if the folder is not a complete checkpoint."""
+    path = Path(path)
+    meta = _meta_json(path)
+    if meta is None or not (path / PARAMS_FILE).is_file():
         return None
     return meta
 
 
-def _load_pickle(path: Path) -> Dict[str, Any]:
+def _file_problem(path: Path, record: Dict[str, Any], data: Optional[bytes] = None) -> Optional[str]:
+    """Why `path` does not match its meta.json record (size first, then sha256), or None."""
     try:
+        size = path.stat().st_size if data is None else len(data)
+    except FileNotFoundError:
+        return "missing"
+    if size != record.get("size"):
+        return f"{size} bytes, {META_FILE} records {record.get('size')}"
+    digest = hashlib.sha256()
+    if data is None:
         with open(path, "rb") as fh:
-            return pickle.load(fh, encoding="latin1")
+            for chunk in iter(lambda: fh.read(_CHUNK), b""):
+                digest.update(chunk)
+    else:
+        digest.update(data)
+    if digest.hexdigest() != record.get("sha256"):
+        return f"sha256 differs from {META_FILE}"
+    return None
+
+
+def _damaged(path: Path, problem: str) -> DamagedCheckpoint:
+    return DamagedCheckpoint(f"checkpoint file damaged: {path} ({problem})")
+
+
+def verify(path: str | os.PathLike) -> bool:
+    """Check every file meta.json records (size and sha256). True when all match; False for a
+    folder written before checksums existed (nothing to check against). A missing, truncated or
+    altered file raises DamagedCheckpoint naming it; a folder without meta.json raises too."""
+    path = Path(path)
+    meta = _meta_json(path)
+    if meta is None:
+        raise SegDistillError(f"not a complete checkpoint (no {META_FILE}): {path}")
+    records = meta.get(FILES_KEY)
+    if not isinstance(records, dict):
+        if not (path / PARAMS_FILE).is_file():
+            raise _damaged(path / PARAMS_FILE, "missing")
+        return False
+    for file_name, record in sorted(records.items()):
+        problem = _file_problem(path / file_name, record)
+        if problem:
+            raise _damaged(path / file_name, problem)
+    return True
+
+
+def verify_weights_path(path: str | os.PathLike) -> Optional[bool]:
+    """`verify` for what eval/predict/export accept: a checkpoint folder, or a file in one (only
+    that file is checked). None when `path` is not part of a checkpoint (a legacy folder)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    meta = _meta_json(folder)
+    if meta is None:
+        return None
+    if path.is_dir():
+        return verify(folder)
+    record = (meta.get(FILES_KEY) or {}).get(path.name)
+    if record is None:
+        return False
+    problem = _file_problem(path, record)
+    if problem:
+        raise _damaged(path, problem)
+    return True
+
+
+def _load_pickle(path: Path, record: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Unpickle a checkpoint file, checking it against its meta.json `record` when there is one
+    (the bytes are read once: hashed, then unpickled)."""
+    try:
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SegDistillError(f"checkpoint file missing: {path}") from None
+    problem = _file_problem(path, record, data) if record is not None else None
+    if problem:
+        raise _damaged(path, problem)
+    try:
+        return pickle.loads(data, encoding="latin1")
     except (pickle.UnpicklingError, EOFError, ValueError) as exc:
         raise SegDistillError(f"checkpoint file unreadable: {path} ({exc})") from None
 
@@ -242,17 +368,19 @@ def load_checkpoint(program: Any, scope: Any, path: str | os.PathLike, place: An
 
     Every student variable of `program` must be in the files with the same shape (a resumed run
     must continue exactly): otherwise SegDistillError names the first missing/mismatched ones.
+    Files are checked against meta.json's sizes and sha256 (DamagedCheckpoint names a bad one).
     `with_optimizer=False` restores model.pdparams only.
     """
     path = Path(path)
-    meta = read_meta(path)
+    meta = _meta_json(path)
     if meta is None:
-        raise SegDistillError(f"not a complete checkpoint (no {META_FILE} or {PARAMS_FILE}): {path}")
-    values: Dict[str, Any] = dict(_load_pickle(path / PARAMS_FILE))
+        raise SegDistillError(f"not a complete checkpoint (no {META_FILE}): {path}")
+    records = meta.get(FILES_KEY) if isinstance(meta.get(FILES_KEY), dict) else {}
+    values: Dict[str, Any] = dict(_load_pickle(path / PARAMS_FILE, records.get(PARAMS_FILE)))
     model_vars, other_vars = split_state(program, exclude_prefixes, adapter_prefixes)
     wanted = list(model_vars)
     if with_optimizer:
-        values.update(_load_pickle(path / OPT_FILE))
+        values.update(_load_pickle(path / OPT_FILE, records.get(OPT_FILE)))
         wanted += other_vars
     missing, mismatched = [], []
     for var in wanted:
@@ -287,47 +415,101 @@ def _numpy_dtype(var: Any) -> Any:
     return paddle.base.data_feeder.convert_dtype(var.dtype)
 
 
-def checkpoint_epochs(save_dir: str | os.PathLike) -> List[Tuple[Path, Dict[str, Any]]]:
-    """Complete epoch-numbered and `final` checkpoints, oldest first (best_model is a copy)."""
+def _kind_rank(name: str) -> Optional[int]:
+    """Order of checkpoints at the same global step (step < epoch < final); None: not resumable."""
+    if name.startswith(STEP_PREFIX) and name[len(STEP_PREFIX):].isdigit():
+        return 0
+    if name.isdigit():
+        return 1
+    return 2 if name == FINAL else None
+
+
+def _number(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):  # a hand-edited or foreign meta.json: order it first
+        return -1
+
+
+def resumable_checkpoints(save_dir: str | os.PathLike) -> List[Tuple[Path, Dict[str, Any]]]:
+    """Complete epoch, step and `final` checkpoints, oldest first by position (best_model/ is
+    never a resume point: a newer checkpoint always exists)."""
     save_dir = Path(save_dir)
     if not save_dir.is_dir():
         return []
     found = []
     for entry in save_dir.iterdir():
-        if entry.name.startswith(".") or not entry.is_dir():
+        rank = _kind_rank(entry.name)
+        if rank is None or not entry.is_dir():
             continue
-        if not (entry.name.isdigit() or entry.name == "final"):
-            continue
-        meta = read_meta(entry)
+        meta = _meta_json(entry)  # complete (meta.json is written last); verify checks the rest
         if meta is None:
             continue
-        try:
-            epoch = int(meta.get("epoch", entry.name if entry.name.isdigit() else 0))
-        except (TypeError, ValueError):  # a hand-edited or foreign meta.json: order it first
-            epoch = -1
-        found.append((epoch, entry.name == "final", int(meta.get("global_step", 0)), entry, meta))
+        epoch = _number(meta.get("epoch", entry.name if entry.name.isdigit() else 0))
+        found.append((_number(meta.get("global_step", 0)), epoch, rank, entry, meta))
     found.sort(key=lambda item: item[:3])
     return [(entry, meta) for *_, entry, meta in found]
 
 
-def latest_checkpoint(save_dir: str | os.PathLike) -> Optional[Path]:
-    """The complete checkpoint to resume from (`--resume auto`): highest epoch, `final` winning a
-    tie; temp, old and incomplete folders are ignored. None when there is none."""
-    found = checkpoint_epochs(save_dir)
-    return found[-1][0] if found else None
+def latest_checkpoint(save_dir: str | os.PathLike,
+                      log: Optional[Callable[[str], None]] = None) -> Optional[Path]:
+    """The newest intact checkpoint (`--resume auto`); temp, old, incomplete folders are ignored
+    and damaged ones (sha256/size check) skipped, each with a line to `log`. None: there is none."""
+    for entry, _meta in reversed(resumable_checkpoints(save_dir)):
+        try:
+            verify(entry)
+        except SegDistillError as exc:
+            if log:
+                log(f"resume auto: skipping {entry}: {exc}")
+            continue
+        return entry
+    return None
 
 
-def copy_as(save_dir: str | os.PathLike, src_name: str | int, dst_name: str) -> Path:
-    """Copy checkpoint `src_name` to `dst_name` (e.g. best_model) with the same atomic install."""
+def link_as(save_dir: str | os.PathLike, src_name: str | int, dst_name: str) -> Path:
+    """`<save_dir>/<dst_name>/` (e.g. best_model, final) holding hard links to checkpoint
+    `src_name`'s files and its own meta.json, installed atomically like any checkpoint."""
     save_dir = Path(save_dir)
     src = save_dir / _check_name(src_name)
     dst_name = _check_name(dst_name)
-    if read_meta(src) is None:
+    meta = read_meta(src)
+    if meta is None:
         raise SegDistillError(f"not a complete checkpoint: {src}")
-    files = {f: (src / f).read_bytes() for f in (PARAMS_FILE, OPT_FILE) if (src / f).exists()}
-    meta = json.loads((src / META_FILE).read_text())
-    meta.update({"name": dst_name, "copied_from": str(src_name)})
-    return _write_checkpoint(save_dir, dst_name, files, meta)
+    records = meta.pop(FILES_KEY, None)
+    if not isinstance(records, dict):  # written before checksums: hash the files now
+        records = {f: _write_record(src / f) for f in (PARAMS_FILE, OPT_FILE) if (src / f).exists()}
+    meta.update({"name": dst_name, "linked_from": str(src_name)})
+    links = {f: (src / f, record) for f, record in records.items()}
+    return _write_checkpoint(save_dir, dst_name, {}, meta, links)
+
+
+def _write_record(path: Path) -> Dict[str, Any]:
+    data = path.read_bytes()
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def prune(save_dir: str | os.PathLike, keep: int) -> List[str]:
+    """Retention: keep the `keep` newest epoch checkpoints, and the `keep` newest step
+    checkpoints that are newer than the newest epoch checkpoint (older ones can never be resumed
+    from before it); `final/`, `best_model/` and everything else are never touched. `keep` 0
+    keeps every checkpoint. Returns the names removed."""
+    if keep <= 0:
+        return []
+    save_dir = Path(save_dir)
+    found = resumable_checkpoints(save_dir)
+    epochs = [e for e, _ in found if _kind_rank(e.name) == 1]
+    newest_epoch_step = max((_number(m.get("global_step", 0)) for e, m in found
+                             if _kind_rank(e.name) == 1), default=-1)
+    steps = [e for e, m in found if _kind_rank(e.name) == 0]
+    superseded = [e for e, m in found if _kind_rank(e.name) == 0
+                  and _number(m.get("global_step", 0)) <= newest_epoch_step]
+    current_steps = [e for e in steps if e not in superseded]
+    doomed = epochs[:-keep] + superseded + current_steps[:-keep]
+    for entry in doomed:
+        aside = _temp_path(save_dir, entry.name, "del")
+        os.rename(entry, aside)  # a folder is gone at once, never half-deleted
+        shutil.rmtree(aside, ignore_errors=True)
+    return [e.name for e in doomed]
 
 
 def _pid_alive(pid: int) -> bool:

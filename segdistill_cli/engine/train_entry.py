@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 from ..config import Configs
 from ..data.check import check_data_mode
 from ..launcher import LaunchRequest, per_rank_batch, plan_launch, run_context, run_launch
+from .preemption import Preempted
 from .trainer import Trainer, TrainOptions
 
 
@@ -34,5 +35,9 @@ def run_train(configs: Configs, argv: Sequence[str], gpus: Optional[str] = None,
                            seed=seed, resume=resume, dry_run=dry_run, vdl=vdl,
                            check_data=check_data, preflight_only=preflight_only,
                            argv=list(argv))
-    Trainer(configs, options, run_context(plan)).run()
+    try:
+        Trainer(configs, options, run_context(plan)).run()
+    except Preempted as stop:  # a requested stop, not an error: its line, then exit 143
+        print(stop, flush=True)
+        return stop.exit_code
     return 0

@@ -3,10 +3,17 @@
 Order of a run (reference §1.3, with legacy's quirks fixed and documented in the README):
 pre-flight (every check before step 1) → build the graph → student init (resume, or tolerant
 pretrained load) → epochs → every SNAPSHOT_EPOCH and at the end a checkpoint (+ eval and
-best_model/ with --do-eval) → `final/`. Only rank 0 logs, saves and evaluates.
+best_model/ with --do-eval) → `final/`. Every TRAIN.CHECKPOINT_STEPS steps, and on SIGTERM /
+SIGUSR1 (then exit 143), a step checkpoint of the exact position; old checkpoints are pruned by
+TRAIN.KEEP_CHECKPOINTS. Only rank 0 logs, saves and evaluates.
+
+Exact resume: the data order and augmentation are functions of (seed, epoch, sample), and the
+global random generator (dropout) is reseeded from (seed, global step, rank) before every step,
+so a run resumed from any checkpoint computes the same steps as the uninterrupted run.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -17,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -34,6 +41,7 @@ from . import checkpoints
 from .evaluator import Evaluator
 from .graph import (TrainGraph, build_teacher_program, build_train_graph, plan_pairs,
                     seeded_student)
+from .preemption import Preempted, StopRequest, resume_command
 from .train_log import TrainLogger
 
 DRY_RUN_STEPS = 3
@@ -51,6 +59,40 @@ class TrainOptions:
     check_data: str = "sample"  # sample | full | off
     preflight_only: bool = False  # run every check, build the programs, then stop
     argv: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where training stands: the epoch in progress and how many of its batches are done."""
+
+    epoch: int
+    step_in_epoch: int = 0
+
+
+def resume_position(meta: dict[str, Any], steps_per_epoch: int) -> Position:
+    """The position after checkpoint `meta`: inside its epoch for a mid-epoch checkpoint,
+    otherwise the start of the next epoch (`final/` is the last epoch: nothing is left)."""
+    epoch = int(meta.get("epoch", 0))
+    done = int(meta.get("step_in_epoch") or 0)
+    if 0 < done < steps_per_epoch:
+        return Position(epoch, done)
+    return Position(epoch + 1, 0)
+
+
+def step_seed(seed: int, global_step: int, rank: int) -> int:
+    """The global generator's seed for one step (dropout masks): a function of the position, not
+    of the history, so a resumed run draws what the uninterrupted run drew."""
+    state = np.random.SeedSequence([seed, global_step, rank, 2]).generate_state(1, np.uint64)
+    return int(state[0] >> np.uint64(1))  # a non-negative int64
+
+
+@dataclass
+class RunState:
+    """What changes as the run goes: steps done, best mIoU, the newest checkpoint written."""
+
+    global_step: int
+    best: Optional[float]
+    last_good: Optional[Path]
 
 
 @dataclass
@@ -128,6 +170,8 @@ class Trainer:
             return [ConfigError("distillation needs --teacher-cfg (or pass --no-teacher)")]
         folder = teacher_cfg.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR
         try:
+            if folder:
+                checkpoints.verify_weights_path(folder)  # a damaged teacher checkpoint, named
             report = check_structure(folder, parameter_manifest(teacher_cfg))
         except SegDistillError as exc:
             return [exc]
@@ -157,10 +201,9 @@ class Trainer:
         if not resume:
             return []
         if resume == "auto":
-            self.resume_from = checkpoints.latest_checkpoint(self.save_dir) \
-                if self.save_dir.is_dir() else None
+            self.resume_from = checkpoints.latest_checkpoint(self.save_dir, log=self.echo)
             if self.resume_from is None:
-                self.echo(f"resume auto: no complete checkpoint in {self.save_dir}; starting fresh")
+                self.echo(f"resume auto: no intact checkpoint in {self.save_dir}; starting fresh")
                 return []
         else:
             self.resume_from = Path(resume)
@@ -170,6 +213,12 @@ class Trainer:
         if meta is None:
             return [ConfigError(f"--resume: {self.resume_from} is not a complete checkpoint "
                                 "(no meta.json; was it interrupted while saving?)")]
+        try:
+            if not checkpoints.verify(self.resume_from):
+                self.echo(f"resume: {self.resume_from} has no checksums (written by an earlier "
+                          "version): not verified")
+        except SegDistillError as exc:
+            return [exc]
         self.resume_meta = meta
         if self.options.seed is None and "seed" in meta:
             self.seed = int(meta["seed"])  # same data order and augmentation as the first run
@@ -187,7 +236,6 @@ class Trainer:
                                   self.options.use_teacher, self.echo, pairs=pairs,
                                   teacher=teacher, student=student)
         self.graph = graph
-        begin_epoch = self._init_student(graph)
         batch = per_rank_batch(int(self.cfg.BATCH_SIZE), self.ctx.nranks)
         workers = int(self.cfg.DATALOADER.NUM_WORKERS)
         loader = BatchLoader(train_set, batch, workers,
@@ -195,10 +243,11 @@ class Trainer:
         if loader.num_batches(0) == 0:
             raise SegDistillError(f"DATASET.TRAIN_FILE_LIST has {len(train_set)} samples for this "
                                   f"trainer, fewer than one batch of {batch}")
+        start = self._init_student(graph, loader.num_batches(0))
         with loader:
             if self.options.dry_run:
                 return self._dry_run(graph, loader)
-            return self._train(graph, loader, begin_epoch)
+            return self._train(graph, loader, start)
 
     @property
     def model_role(self) -> str:
@@ -213,8 +262,9 @@ class Trainer:
         parts = [p for p in parts if p]
         return ", ".join(parts[:-1]) + " and " + parts[-1]
 
-    def _init_student(self, graph: TrainGraph) -> int:
-        """Resume (student + optimizer + LR step + epoch) or load pretrained weights tolerantly."""
+    def _init_student(self, graph: TrainGraph, steps_per_epoch: int) -> Position:
+        """Resume (student + optimizer + LR step + position) or load pretrained weights
+        tolerantly."""
         if self.resume_from is not None:
             meta = checkpoints.load_checkpoint(graph.main, graph.scope, self.resume_from,
                                                graph.place, lr_scheduler=graph.lr_scheduler)
@@ -223,7 +273,7 @@ class Trainer:
             self.resume_meta = meta
             # `final/` holds the last epoch's number: resuming from it has nothing left to run
             # (legacy re-ran the last epoch).
-            return int(meta.get("epoch", 0)) + 1
+            return resume_position(meta, steps_per_epoch)
         pretrained = self.cfg.TRAIN.PRETRAINED_MODEL_DIR
         if pretrained and Path(pretrained).exists():
             load_weights(graph.main, pretrained, scope=graph.scope, place=graph.place,
@@ -232,7 +282,7 @@ class Trainer:
         else:
             why = f"{pretrained} not found" if pretrained else "TRAIN.PRETRAINED_MODEL_DIR not set"
             self.echo(f"{self.model_role}: no pretrained weights ({why}), training from scratch")
-        return int(self.cfg.SOLVER.BEGIN_EPOCH)
+        return Position(int(self.cfg.SOLVER.BEGIN_EPOCH))
 
     def _program(self, graph: TrainGraph) -> Any:
         """Single process: a CompiledProgram with legacy's build strategy. Distributed: fleet has
@@ -247,10 +297,18 @@ class Trainer:
         return paddle.static.CompiledProgram(graph.main, build_strategy=strategy)
 
     def _step(self, graph: TrainGraph, program: Any, batch: dict, names: list[str],
-              fetch: list[Any]) -> dict[str, float]:
+              fetch: list[Any], global_step: int) -> dict[str, float]:
+        """One optimiser step (`global_step` steps were done before it)."""
+        self._seed_generator(global_step)
         values = graph.exe.run(program, feed=batch, fetch_list=fetch, scope=graph.scope)
         graph.lr_scheduler.step()
         return {n: float(np.asarray(v).reshape(-1)[0]) for n, v in zip(names, values)}
+
+    def _seed_generator(self, global_step: int) -> None:
+        """Reseed Paddle's global generator (dropout draws from it) for this step."""
+        from ..paddle_env import import_paddle
+
+        import_paddle().seed(step_seed(self.seed, global_step, self.ctx.rank))
 
     def _dry_run(self, graph: TrainGraph, loader: BatchLoader) -> TrainSummary:
         program, terms = self._program(graph), graph.fetch_terms()
@@ -262,7 +320,7 @@ class Trainer:
             if batch is None:
                 break
             start = time.perf_counter()
-            values = self._step(graph, program, batch, names, fetch)
+            values = self._step(graph, program, batch, names, fetch, step)
             times.append(time.perf_counter() - start)
             _check_finite(values, 1, step + 1, None)
             self.echo(f"dry-run step {step + 1}: {time.perf_counter() - start:.3f} s  "
@@ -278,69 +336,143 @@ class Trainer:
                   f"peak host memory {peak:.0f} MB{_gpu_memory()}. Nothing was written.")
         return TrainSummary(None, 0, len(times), None, None, per_step, per_step * total_steps, peak)
 
-    def _train(self, graph: TrainGraph, loader: BatchLoader, begin_epoch: int) -> TrainSummary:
+    def _train(self, graph: TrainGraph, loader: BatchLoader, start: Position) -> TrainSummary:
         cfg, ctx = self.cfg, self.ctx
-        num_epochs, snapshot = int(cfg.SOLVER.NUM_EPOCHS), int(cfg.TRAIN.SNAPSHOT_EPOCH)
+        num_epochs = int(cfg.SOLVER.NUM_EPOCHS)
         program, terms = self._program(graph), graph.fetch_terms()
         names, fetch = list(terms), list(terms.values())
         steps_per_epoch = loader.num_batches(0)
-        global_step = int(self.resume_meta.get("global_step", 0))
-        best = self.resume_meta.get("best_miou")
-        evaluator = None
+        state = RunState(int(self.resume_meta.get("global_step", 0)),
+                         self.resume_meta.get("best_miou"), self.resume_from)
         if ctx.is_main:
             self.save_dir.mkdir(parents=True, exist_ok=True)
             checkpoints.clean_stale(self.save_dir)
             self._write_run_json(graph, steps_per_epoch)
-        epochs = range(begin_epoch, num_epochs + 1)
+        epochs = range(start.epoch, num_epochs + 1)
+        snapshot = int(cfg.TRAIN.SNAPSHOT_EPOCH)
         eval_epochs = [e for e in epochs if _is_snapshot(e, snapshot, num_epochs)]
         logger = TrainLogger(self.save_dir, ctx.is_main, self.options.vdl, self.echo,
-                             total_steps=steps_per_epoch * len(epochs),
+                             total_steps=steps_per_epoch * len(epochs) - start.step_in_epoch,
                              total_evals=len(eval_epochs) if self.options.do_eval else 0)
-        last_good: Optional[Path] = self.resume_from
+        self._evaluator: Optional[Evaluator] = None
         epochs_run = 0
-        if begin_epoch > num_epochs:
-            self.echo(f"nothing to do: the checkpoint is at epoch {begin_epoch - 1} of {num_epochs}")
+        if start.epoch > num_epochs:
+            self.echo(f"nothing to do: the checkpoint is at epoch {start.epoch - 1} of {num_epochs}")
         try:
-            for epoch in range(begin_epoch, num_epochs + 1):
-                for step_in_epoch, batch in enumerate(loader.epoch(epoch), start=1):
-                    lr = float(graph.lr_scheduler.last_lr)
-                    values = self._step(graph, program, batch, names, fetch)
-                    global_step += 1
-                    _check_finite(values, epoch, global_step, last_good)
-                    logger.step(epoch, step_in_epoch, steps_per_epoch, global_step, lr, values,
-                                force=(global_step % self.options.log_steps == 0
-                                       or step_in_epoch == steps_per_epoch))
-                epochs_run += 1
-                if ctx.is_main and _is_snapshot(epoch, snapshot, num_epochs):
-                    miou = None
-                    if self.options.do_eval:
-                        evaluator = evaluator or Evaluator(cfg, graph.scope, graph.place, graph.exe)
-                        miou = self._evaluate(evaluator, epoch, global_step, logger)
-                    is_best = miou is not None and (best is None or miou > best)
-                    best = miou if is_best else best
-                    last_good = self._save(graph, epoch, global_step, best)
-                    if is_best:
-                        checkpoints.copy_as(self.save_dir, epoch, "best_model")
-                        self.echo(f"best_model <- epoch {epoch} (mIoU {miou:.4f})")
-            final = None
-            if ctx.is_main and epochs_run:
-                final = self._save(graph, "final", global_step, best, epoch=num_epochs)
-                self.echo(f"done: {self.save_dir}/final" + (f", best mIoU {best:.4f}" if best else "")
+            with StopRequest() as stop:
+                for epoch in range(start.epoch, num_epochs + 1):
+                    skip = start.step_in_epoch if epoch == start.epoch else 0
+                    for step_in_epoch, batch in enumerate(loader.epoch(epoch, skip), start=skip + 1):
+                        lr = float(graph.lr_scheduler.last_lr)
+                        values = self._step(graph, program, batch, names, fetch, state.global_step)
+                        state.global_step += 1
+                        _check_finite(values, epoch, state.global_step, state.last_good)
+                        logger.step(epoch, step_in_epoch, steps_per_epoch, state.global_step, lr,
+                                    values, force=(state.global_step % self.options.log_steps == 0
+                                                   or step_in_epoch == steps_per_epoch))
+                        if step_in_epoch < steps_per_epoch:
+                            self._step_boundary(graph, Position(epoch, step_in_epoch), state, stop,
+                                                steps_per_epoch)
+                    epochs_run += 1
+                    self._epoch_end(graph, epoch, state, stop, logger, steps_per_epoch)
+            final = self._final(num_epochs) if ctx.is_main else None
+            if final is not None:
+                self.echo(f"done: {final}" + (f", best mIoU {state.best:.4f}" if state.best else "")
                           + f", {epochs_run} epoch(s) in {format_duration(logger.elapsed)}")
         finally:
             logger.close()
-        return TrainSummary(str(self.save_dir), epochs_run, global_step, best,
+        return TrainSummary(str(self.save_dir), epochs_run, state.global_step, state.best,
                             str(final) if final else None)
 
-    def _save(self, graph: TrainGraph, name: Any, global_step: int, best: Optional[float],
-              epoch: Optional[int] = None) -> Path:
-        meta = {"epoch": name if epoch is None else epoch, "global_step": global_step,
-                "best_miou": best, "seed": self.seed,
+    def _step_boundary(self, graph: TrainGraph, pos: Position, state: RunState,
+                       stop: StopRequest, steps_per_epoch: int) -> None:
+        """After a step inside an epoch: a step checkpoint when TRAIN.CHECKPOINT_STEPS says so
+        or a stop was requested (then stop)."""
+        every = int(self.cfg.TRAIN.CHECKPOINT_STEPS)
+        stopping = stop.requested  # the same answer on every rank (collective under a launcher)
+        if stopping or (every and state.global_step % every == 0):
+            self._save(graph, f"{checkpoints.STEP_PREFIX}{state.global_step}", pos, state,
+                       steps_per_epoch)
+        if stopping:
+            raise self._preempted(stop, pos, state, steps_per_epoch)
+
+    def _epoch_end(self, graph: TrainGraph, epoch: int, state: RunState, stop: StopRequest,
+                   logger: TrainLogger, steps_per_epoch: int) -> None:
+        """Eval + epoch checkpoint (+ best_model/) when a snapshot is due, else a step checkpoint
+        on schedule or on a stop request; then stop if one was requested."""
+        num_epochs, snapshot = int(self.cfg.SOLVER.NUM_EPOCHS), int(self.cfg.TRAIN.SNAPSHOT_EPOCH)
+        every = int(self.cfg.TRAIN.CHECKPOINT_STEPS)
+        pos = Position(epoch, steps_per_epoch)
+        stopping = stop.requested
+        if _is_snapshot(epoch, snapshot, num_epochs):
+            miou = None
+            if self.options.do_eval and self.ctx.is_main:
+                self._evaluator = self._evaluator or Evaluator(self.cfg, graph.scope, graph.place,
+                                                               graph.exe)
+                miou = self._evaluate(self._evaluator, epoch, state.global_step, logger)
+            is_best = miou is not None and (state.best is None or miou > state.best)
+            state.best = miou if is_best else state.best
+            self._save(graph, epoch, pos, state, steps_per_epoch)
+            if is_best:
+                self._link(epoch, checkpoints.BEST)
+                self.echo(f"best_model <- epoch {epoch} (mIoU {miou:.4f})")
+        elif stopping or (every and state.global_step % every == 0):
+            self._save(graph, f"{checkpoints.STEP_PREFIX}{state.global_step}", pos, state,
+                       steps_per_epoch)
+        if stopping:
+            raise self._preempted(stop, pos, state, steps_per_epoch)
+
+    def _final(self, num_epochs: int) -> Optional[Path]:
+        """`final/`: hard links to the last epoch's checkpoint (also after a resume that found
+        the last epoch saved but final/ missing)."""
+        last = self.save_dir / str(num_epochs)
+        if checkpoints.read_meta(last) is None:
+            return None
+        return self._link(num_epochs, checkpoints.FINAL)
+
+    def _preempted(self, stop: StopRequest, pos: Position, state: RunState,
+                   steps_per_epoch: int) -> Preempted:
+        return Preempted(f"stopped by {stop.signal_name or 'a stop request'} after step "
+                         f"{state.global_step} (epoch {pos.epoch}, batch {pos.step_in_epoch}/"
+                         f"{steps_per_epoch}); checkpoint: {state.last_good}; resume with: "
+                         f"{resume_command(self.options.argv)}")
+
+    def _save(self, graph: TrainGraph, name: Any, pos: Position, state: RunState,
+              steps_per_epoch: int) -> None:
+        """Rank 0: write checkpoint `name` at `pos`, then apply the retention rule."""
+        if not self.ctx.is_main:
+            return
+        meta = {"epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch,
+                "steps_per_epoch": steps_per_epoch, "global_step": state.global_step,
+                "best_miou": state.best, "seed": self.seed,
                 "config_digest": checkpoints.config_digest(self.cfg)}
-        path = checkpoints.save_checkpoint(graph.main, graph.scope, self.save_dir, name, meta,
-                                           lr_scheduler=graph.lr_scheduler)
+        with self._disk_errors(name):
+            path = checkpoints.save_checkpoint(graph.main, graph.scope, self.save_dir, name, meta,
+                                               lr_scheduler=graph.lr_scheduler)
+        state.last_good = path
         self.echo(f"checkpoint: {path}")
-        return path
+        with self._disk_errors(name):
+            removed = checkpoints.prune(self.save_dir, int(self.cfg.TRAIN.KEEP_CHECKPOINTS))
+        if removed:
+            self.echo(f"retention (TRAIN.KEEP_CHECKPOINTS={self.cfg.TRAIN.KEEP_CHECKPOINTS}): "
+                      f"removed {', '.join(removed)}")
+
+    def _link(self, src: Any, dst: str) -> Path:
+        with self._disk_errors(dst):
+            return checkpoints.link_as(self.save_dir, src, dst)
+
+    @contextlib.contextmanager
+    def _disk_errors(self, name: Any) -> Iterator[None]:
+        """A failed write (full disk, permissions, ...) stops training with one line; the save
+        code has already removed its temporary folder, earlier checkpoints are untouched."""
+        try:
+            yield
+        except OSError as exc:
+            newest = checkpoints.latest_checkpoint(self.save_dir)
+            raise SegDistillError(
+                f"cannot write checkpoint {name} in {self.save_dir}: "
+                f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; training "
+                f"stopped, earlier checkpoints are intact (newest: {newest or 'none'})") from None
 
     def _evaluate(self, evaluator: Evaluator, epoch: int, global_step: int,
                   logger: TrainLogger) -> float:
