@@ -126,6 +126,163 @@ def test_cwd_is_spatial_softmax_kl_per_channel():
     assert abs(float(got) - class_axis) > 1e-2
 
 
+# ---- DIST (relation matching) -------------------------------------------------------------------
+
+def np_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    return np.exp(np_log_softmax(x, axis))
+
+
+def np_pearson(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+    a = a - a.mean(axis=axis, keepdims=True)
+    b = b - b.mean(axis=axis, keepdims=True)
+    return (a * b).sum(axis) / np.sqrt((a * a).sum(axis) * (b * b).sum(axis))
+
+
+def np_dist(s, t, temperature, valid):
+    """DIST by its definition: rows = the valid pixels of the batch, columns = classes."""
+    c = s.shape[1]
+    ps = np_softmax(s / temperature, 1).transpose(0, 2, 3, 1).reshape(-1, c)
+    pt = np_softmax(t / temperature, 1).transpose(0, 2, 3, 1).reshape(-1, c)
+    keep = valid.reshape(-1)
+    ps, pt = ps[keep], pt[keep]
+    inter = (1 - np_pearson(ps, pt, axis=1)).mean()  # each pixel's class vector
+    intra = (1 - np_pearson(ps, pt, axis=0)).mean()  # each class across the pixels
+    return inter * temperature ** 2, intra * temperature ** 2
+
+
+def test_dist_matches_its_definition_with_mask_and_t_squared():
+    s, t = randn(2, 5, 4, 6), randn(2, 5, 4, 6)
+    mask = (RNG.random((2, 1, 4, 6)) > 0.3).astype("int32")
+    got = run_static(lambda v: paddle.stack(losses.dist_terms(
+        v["s"], v["t"], 2.0, losses.valid_mask(v["s"], mask=v["m"]))), {"s": s, "t": t, "m": mask})
+    inter, intra = np_dist(s, t, 2.0, mask[:, 0].astype(bool))
+    np.testing.assert_allclose(got.reshape(-1), [inter, intra], rtol=1e-4)
+    # Negative controls: the mask, the temperature's T^2 and the two axes all matter.
+    all_in = np_dist(s, t, 2.0, np.ones((2, 4, 6), bool))
+    assert abs(got.reshape(-1)[0] - all_in[0]) > 1e-3 and abs(got.reshape(-1)[1] - all_in[1]) > 1e-3
+    assert abs(got.reshape(-1)[0] - inter / 4.0) > 1e-2
+    assert abs(inter - intra) > 1e-2
+    weighted = run_static(lambda v: losses.dist_loss(v["s"], v["t"], 2.0, 0.5, 3.0, losses.valid_mask(
+        v["s"], mask=v["m"])), {"s": s, "t": t, "m": mask})
+    np.testing.assert_allclose(weighted, 0.5 * inter + 3.0 * intra, rtol=1e-4)
+
+
+def test_dist_without_mask_uses_every_pixel_and_is_zero_for_identical_logits():
+    s, t = randn(2, 4, 3, 3), randn(2, 4, 3, 3)
+    got = run_static(lambda v: paddle.stack(losses.dist_terms(v["s"], v["t"])), {"s": s, "t": t})
+    np.testing.assert_allclose(got.reshape(-1), np_dist(s, t, 1.0, np.ones((2, 3, 3), bool)),
+                               rtol=1e-4)
+    same = run_static(lambda v: losses.dist_loss(v["s"], v["t"]), {"s": s, "t": s.copy()})
+    assert abs(float(same)) < 1e-5
+
+
+def test_dist_with_every_pixel_ignored_is_zero_and_has_finite_gradients():
+    s, t = randn(1, 3, 2, 2), randn(1, 3, 2, 2)
+
+    def build(v):
+        v["s"].stop_gradient = False
+        loss = losses.dist_loss(v["s"], v["t"], 1.0, 1.0, 1.0, losses.valid_mask(v["s"], mask=v["m"]))
+        (grad,) = paddle.static.gradients([loss], [v["s"]])
+        return paddle.concat([paddle.reshape(loss, [1]), paddle.reshape(grad, [-1])])
+
+    got = run_static(build, {"s": s, "t": t, "m": np.zeros((1, 1, 2, 2), "int32")})
+    assert got[0] == 0.0 and np.isfinite(got).all() and (got[1:] == 0).all()
+
+
+# ---- MASK: confident / correct on kl and soft_label -----------------------------------------------
+
+def _mask_feeds(n=2, c=4, h=5, w=6, ignore=11):
+    s, t = randn(n, c, h, w), randn(n, c, h, w)
+    label = RNG.integers(0, c, (n, 1, h, w)).astype("int32")
+    teacher_argmax = t.argmax(axis=1)[:, None]
+    # Half the labels agree with the teacher, so MASK correct keeps a real part of them.
+    label = np.where(RNG.random(label.shape) < 0.5, teacher_argmax, label).astype("int32")
+    label[RNG.random(label.shape) < 0.2] = ignore  # unlabelled pixels inside a labelled image
+    pixels = np.ones((n, 1, h, w), "int32")
+    pixels[:, :, -1:, :] = 0  # padding: never distilled
+    return {"s": s, "t": t, "label": label, "labelled": (label != ignore).astype("int32"),
+            "pixels": pixels}
+
+
+def _masked_pair_values(pair_extra, feeds, loss="kl"):
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup):
+        for name in ("feat", "teacher_feat"):
+            paddle.static.data(name, [-1, 4, 5, 6], "float32")
+        for name in ("label", "labelled", "pixels"):
+            paddle.static.data(name, [-1, 1, 5, 6], "int32")
+    teacher = paddle.static.Program()
+    with paddle.static.program_guard(teacher, paddle.static.Program()):
+        paddle.static.data("feat", [-1, 4, 5, 6], "float32")
+    pair = {"TEACHER": "feat", "STUDENT": "feat", "LOSS": loss, "WEIGHT": 2.0, "NAME": "p",
+            **pair_extra}
+    resolved = resolve_pairs([pair], main, teacher)
+    block = main.global_block()
+    with paddle.static.program_guard(main, startup):
+        built = add_distill_losses(main, startup, resolved, mask=block.var("pixels"),
+                                   label=block.var("label"), ignore_index=11,
+                                   label_mask=block.var("labelled"))
+    names = ["p", *built.logged]
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    with paddle.static.scope_guard(paddle.static.Scope()):
+        values = exe.run(main, feed={"feat": feeds["s"], "teacher_feat": feeds["t"],
+                                     "label": feeds["label"], "labelled": feeds["labelled"],
+                                     "pixels": feeds["pixels"]},
+                         fetch_list=[built.terms["p"], *built.logged.values()])
+    return dict(zip(names, (float(v) for v in values)))
+
+
+def test_kl_mask_confident_keeps_confident_teacher_pixels_and_logs_coverage():
+    f = _mask_feeds()
+    got = _masked_pair_values({"MASK": "confident", "THRESHOLD": 0.6, "TEMPERATURE": 2.0}, f)
+    top = np_softmax(f["t"], 1).max(axis=1)  # the teacher's own confidence (T = 1)
+    base = f["pixels"][:, 0].astype(bool)
+    keep = base & (top >= 0.6)
+    pixel_kl = np_kl(f["t"], f["s"], axis=1, temperature=2.0)
+    np.testing.assert_allclose(got["raw/p"], pixel_kl[keep].mean() * 4.0, rtol=1e-4)
+    np.testing.assert_allclose(got["p"], 2.0 * got["raw/p"], rtol=1e-6)
+    np.testing.assert_allclose(got["mask/p"], keep.sum() / base.sum(), rtol=1e-6)
+    assert 0.05 < got["mask/p"] < 0.95  # the threshold really selects (negative control)
+    assert abs(got["raw/p"] - pixel_kl[base].mean() * 4.0) > 1e-3
+
+
+def test_kl_mask_correct_uses_the_label_and_falls_back_to_confident_on_unlabelled_pixels():
+    f = _mask_feeds()
+    got = _masked_pair_values({"MASK": "correct", "THRESHOLD": 0.5}, f)
+    top = np_softmax(f["t"], 1).max(axis=1)
+    labelled = f["labelled"][:, 0].astype(bool)
+    right = f["t"].argmax(axis=1) == f["label"][:, 0]
+    base = f["pixels"][:, 0].astype(bool)
+    keep = base & np.where(labelled, right, top >= 0.5)
+    pixel_kl = np_kl(f["t"], f["s"], axis=1, temperature=1.0)
+    np.testing.assert_allclose(got["raw/p"], pixel_kl[keep].mean(), rtol=1e-4)
+    np.testing.assert_allclose(got["mask/p"], keep.sum() / base.sum(), rtol=1e-6)
+    # Negative controls: neither "labelled pixels only" nor "confident only" gives this value.
+    assert abs(got["raw/p"] - pixel_kl[base & labelled & right].mean()) > 1e-4
+    assert abs(got["raw/p"] - pixel_kl[base & (top >= 0.5)].mean()) > 1e-4
+
+
+def test_soft_label_mask_and_all_ignored_batch():
+    f = _mask_feeds()
+    got = _masked_pair_values({"MASK": "confident", "THRESHOLD": 0.5}, f, loss="soft_label")
+    keep = f["pixels"][:, 0].astype(bool) & (np_softmax(f["t"], 1).max(axis=1) >= 0.5)
+    pixel_ce = -(np_softmax(f["t"], 1) * np_log_softmax(f["s"], 1)).sum(axis=1)
+    np.testing.assert_allclose(got["raw/p"], pixel_ce[keep].mean(), rtol=1e-4)
+    f["pixels"][:] = 0  # all padding / ignored: 0 and 0 % kept, not NaN
+    for loss in ("soft_label", "kl"):
+        empty = _masked_pair_values({"MASK": "correct"}, f, loss=loss)
+        assert empty["p"] == 0.0 and empty["mask/p"] == 0.0, loss
+
+
+def test_dist_pair_logs_its_inter_and_intra_parts():
+    f = _mask_feeds()
+    got = _masked_pair_values({"INTER_WEIGHT": 0.5, "INTRA_WEIGHT": 2.0}, f, loss="dist")
+    inter, intra = np_dist(f["s"], f["t"], 1.0, f["pixels"][:, 0].astype(bool))
+    np.testing.assert_allclose([got["raw/p.inter"], got["raw/p.intra"]], [inter, intra], rtol=1e-4)
+    np.testing.assert_allclose(got["raw/p"], 0.5 * inter + 2.0 * intra, rtol=1e-4)
+    np.testing.assert_allclose(got["p"], 2.0 * got["raw/p"], rtol=1e-6)
+
+
 # ---- custom losses and weighting through resolve_pairs + add_distill_losses --------------------
 
 CUSTOM_MODULE = """

@@ -9,7 +9,11 @@ from ..errors import ConfigError
 from .values import _bad, _is_number, _legacy_literal, _where
 
 
-DISTILL_LOSSES = ("l2", "soft_label", "kl", "fsp", "cwd", "custom")
+DISTILL_LOSSES = ("l2", "soft_label", "kl", "dist", "fsp", "cwd", "custom")
+# Pixel selection of the class-axis losses (MASK), and the losses each option key belongs to.
+PIXEL_MASKS = ("none", "confident", "correct")
+_KEY_LOSSES = {"MASK": ("kl", "soft_label"), "THRESHOLD": ("kl", "soft_label"),
+               "INTER_WEIGHT": ("dist",), "INTRA_WEIGHT": ("dist",)}
 # Losses that take two variables from each side.
 _TWO_VAR_LOSSES = {"fsp"}
 _PAIR_KEYS_ALLOWED = {
@@ -18,15 +22,21 @@ _PAIR_KEYS_ALLOWED = {
     "LOSS": "one of " + ", ".join(DISTILL_LOSSES),
     "WEIGHT": "a number >= 0",
     "NAME": "a label used in logs (default: LOSS_index)",
-    "TEMPERATURE": "a number > 0 (kl, cwd; soft_label uses it for both sides)",
+    "TEMPERATURE": "a number > 0 (kl, cwd, dist; soft_label uses it for both sides)",
     "TEACHER_TEMPERATURE": "a number > 0 (soft_label)",
     "STUDENT_TEMPERATURE": "a number > 0 (soft_label)",
     "FUNCTION": '"package.module:function" (custom)',
     "ADAPTER": "none or conv1x1",
     "RESIZE": "none or bilinear",
     "OPTIONS": "a mapping passed to a custom loss",
+    "MASK": "which pixels kl/soft_label distil: " + ", ".join(PIXEL_MASKS),
+    "THRESHOLD": "teacher top-class probability in (0, 1] for MASK confident/correct",
+    "INTER_WEIGHT": "a number >= 0: weight of DIST's inter-class term (dist)",
+    "INTRA_WEIGHT": "a number >= 0: weight of DIST's intra-class term (dist)",
 }
-_NUMERIC_PAIR_KEYS = ("WEIGHT", "TEMPERATURE", "TEACHER_TEMPERATURE", "STUDENT_TEMPERATURE")
+_NUMERIC_PAIR_KEYS = ("WEIGHT", "TEMPERATURE", "TEACHER_TEMPERATURE", "STUDENT_TEMPERATURE",
+                      "INTER_WEIGHT", "INTRA_WEIGHT", "THRESHOLD")
+_ZERO_ALLOWED = ("WEIGHT", "INTER_WEIGHT", "INTRA_WEIGHT")
 
 # The legacy tutorial's only pair: full-resolution logits, mean squared error, weight 0.1.
 DEFAULT_DISTILL: list[dict[str, Any]] = [
@@ -73,10 +83,14 @@ def _parse_pair(index: int, item: Any, source: str | None) -> dict[str, Any]:
     for key in _NUMERIC_PAIR_KEYS:
         if key in pair:
             value = _legacy_literal(pair[key])
-            if not _is_number(value) or value < 0 or (key != "WEIGHT" and value == 0):
-                rule = "a number >= 0" if key == "WEIGHT" else "a number > 0"
+            zero_ok = key in _ZERO_ALLOWED
+            if not _is_number(value) or value < 0 or (not zero_ok and value == 0) or (
+                    key == "THRESHOLD" and value > 1):
+                rule = _PAIR_KEYS_ALLOWED[key] if key == "THRESHOLD" else (
+                    "a number >= 0" if zero_ok else "a number > 0")
                 raise _bad(f"{where}.{key}", source, pair[key], rule)
             pair[key] = float(value)
+    _check_loss_options(where, pair, source)
     n_vars = 2 if pair["LOSS"] in _TWO_VAR_LOSSES else 1
     for side in ("TEACHER", "STUDENT"):
         pair[side] = _parse_side(f"{where}.{side}", pair[side], n_vars, pair["LOSS"], source)
@@ -96,6 +110,21 @@ def _parse_pair(index: int, item: Any, source: str | None) -> dict[str, Any]:
         raise _bad(f"{where}.OPTIONS", source, pair["OPTIONS"], "a mapping")
     pair.setdefault("NAME", f"{pair['LOSS']}_{index}")
     return pair
+
+
+def _check_loss_options(where: str, pair: dict[str, Any], source: str | None) -> None:
+    """A loss option on a loss that does not read it would be silently without effect: refuse."""
+    for key, losses in _KEY_LOSSES.items():
+        if key in pair and pair["LOSS"] not in losses:
+            raise ConfigError(f"{_where(where, source)}: {key} is only for LOSS "
+                              f"{' or '.join(losses)} (this pair is {pair['LOSS']})")
+    if "MASK" in pair:
+        value = "none" if pair["MASK"] in (None, False) else str(pair["MASK"]).lower()
+        if value not in PIXEL_MASKS:
+            raise _bad(f"{where}.MASK", source, pair["MASK"], "one of " + ", ".join(PIXEL_MASKS))
+        pair["MASK"] = value
+    if "THRESHOLD" in pair and pair.get("MASK", "none") == "none":
+        raise ConfigError(f"{_where(where, source)}: THRESHOLD needs MASK: confident or correct")
 
 
 def _parse_side(where: str, value: Any, n_vars: int, loss: str, source: str | None) -> Any:

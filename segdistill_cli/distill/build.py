@@ -19,14 +19,15 @@ two ops can write the same temp name, e.g. `reshape2_0.tmp_0`):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from ..errors import SegDistillError
 from ..paddle_env import import_paddle
 from .adapters import apply_adapter
 from .custom import accepts_mask, call_custom
-from .losses import LOSS_BUILDERS, MASKED_LOSSES, valid_mask
+from .losses import (LOSS_BUILDERS, MASKED_LOSSES, at_resolution, confident_mask, correct_mask,
+                     valid_mask)
 from .pairs import ResolvedPair
 
 paddle = import_paddle()
@@ -34,24 +35,32 @@ paddle = import_paddle()
 
 @dataclass
 class DistillLosses:
-    """`terms`: pair NAME -> WEIGHT * loss (scalar Variables, fetch them for logs); `total`: sum."""
+    """`terms`: pair NAME -> WEIGHT * loss (scalar Variables, fetch them for logs); `total`: sum.
+
+    `logged`: more scalars for the log: `raw/NAME` the unweighted loss, `raw/NAME.PART` its parts
+    (DIST's inter and intra), `mask/NAME` the fraction of the distilled pixels a MASK kept.
+    """
 
     terms: dict[str, Any]
     total: Any
+    logged: dict[str, Any] = field(default_factory=dict)
 
 
 def add_distill_losses(program: Any, startup_program: Any, pairs: Sequence[ResolvedPair],
                        mask: Optional[Any] = None, label: Optional[Any] = None,
-                       ignore_index: int = 255) -> DistillLosses:
+                       ignore_index: int = 255, label_mask: Optional[Any] = None) -> DistillLosses:
     """Append adapters and WEIGHTED losses for `pairs` to the merged `program`.
 
     Call under the student's unique_name generator (module docstring). `mask` (int [N,1,H,W],
-    1 = valid, the legacy feed) or `label` + `ignore_index` feed the masked losses (kl) and custom
-    functions that ask for a mask; kl without either raises SegDistillError.
+    1 = a pixel the distillation sees) or else `label != ignore_index` feeds the masked losses
+    (kl, dist) and custom functions that ask for a mask; kl without either raises
+    SegDistillError. `MASK: correct` also needs `label` and `label_mask` (1 = the pixel has a
+    label; default `label != ignore_index`).
     """
     if not pairs:
         raise SegDistillError("no distillation pairs to build")
     terms: dict[str, Any] = {}
+    logged: dict[str, Any] = {}
     first_new_op = len(program.global_block().ops)
     with paddle.static.program_guard(program, startup_program):
         for pair in pairs:
@@ -59,10 +68,34 @@ def add_distill_losses(program: Any, startup_program: Any, pairs: Sequence[Resol
                         for n, plan in zip(pair.student, pair.adapters)]
             teachers = [_var(program, n, pair, "TEACHER") for n in pair.teacher]
             pair_mask = _mask_for(pair, students[0], mask, label, ignore_index)
-            terms[pair.name] = _loss(pair, students, teachers, pair_mask) * pair.weight
+            if pair.options.get("mask", "none") != "none":
+                pair_mask, kept = _select_pixels(pair, teachers[0], pair_mask, label,
+                                                 label_mask, ignore_index)
+                logged[f"mask/{pair.name}"] = kept
+            raw, parts = _loss(pair, students, teachers, pair_mask)
+            logged[f"raw/{pair.name}"] = raw
+            logged.update({f"raw/{pair.name}.{part}": v for part, v in parts.items()})
+            terms[pair.name] = raw * pair.weight
         total = paddle.add_n(list(terms.values())) if len(terms) > 1 else next(iter(terms.values()))
     _check_no_name_clash(program, first_new_op)
-    return DistillLosses(terms=terms, total=total)
+    return DistillLosses(terms=terms, total=total, logged=logged)
+
+
+def _select_pixels(pair: ResolvedPair, teacher: Any, base: Any, label: Optional[Any],
+                   label_mask: Optional[Any], ignore_index: int) -> tuple[Any, Any]:
+    """The pair's MASK applied to the distilled pixels `base`; returns (mask, fraction kept)."""
+    threshold = float(pair.options["threshold"])
+    if pair.options["mask"] == "confident":
+        chosen = confident_mask(teacher, threshold)
+    else:  # correct
+        if label is None:
+            raise SegDistillError(f"{pair.where}: MASK correct needs the label variable")
+        labelled = at_resolution(label_mask if label_mask is not None else label != ignore_index,
+                                 teacher)
+        chosen = correct_mask(teacher, at_resolution(label, teacher), labelled, threshold)
+    selected = chosen * base
+    kept = paddle.sum(selected) / paddle.clip(paddle.sum(base), min=1.0)
+    return selected, kept
 
 
 def _check_no_name_clash(program: Any, first_new_op: int) -> None:
@@ -97,18 +130,26 @@ def _mask_for(pair: ResolvedPair, like: Any, mask: Optional[Any], label: Optiona
         if not accepts_mask(pair.function):
             return None
         return valid_mask(label if mask is None else mask, mask, label, ignore_index)
-    if pair.loss not in MASKED_LOSSES:
+    selecting = pair.options.get("mask", "none") != "none"
+    if pair.loss not in MASKED_LOSSES and not selecting:
         return None
     if mask is None and label is None:
+        why = "to ignore IGNORE_INDEX pixels" if not selecting else f"for MASK {pair.options['mask']}"
         raise SegDistillError(f"{pair.where}: LOSS {pair.loss} needs the label or mask variable "
-                              "to ignore IGNORE_INDEX pixels")
+                              + why)
     return valid_mask(like, mask, label, ignore_index)
 
 
-def _loss(pair: ResolvedPair, students: list, teachers: list, mask: Optional[Any]) -> Any:
+def _loss(pair: ResolvedPair, students: list, teachers: list,
+          mask: Optional[Any]) -> tuple[Any, dict[str, Any]]:
+    """(unweighted loss, its named parts for the log)."""
     if pair.loss == "custom":
         student = students if pair.student_is_list else students[0]
         teacher = teachers if pair.teacher_is_list else teachers[0]
         return call_custom(pair.function, student, teacher, dict(pair.options), mask,
-                           f"{pair.where} ({pair.function_spec})")
-    return LOSS_BUILDERS[pair.loss](students, teachers, pair.options, mask)
+                           f"{pair.where} ({pair.function_spec})"), {}
+    result = LOSS_BUILDERS[pair.loss](students, teachers, pair.options, mask)
+    if isinstance(result, dict):
+        parts = dict(result)
+        return parts.pop("loss"), parts
+    return result, {}

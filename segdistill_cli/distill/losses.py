@@ -40,22 +40,24 @@ def l2_loss(student: Variable, teacher: Variable) -> Variable:
 
 
 def soft_label_loss(student: Variable, teacher: Variable, teacher_temperature: float = 1.0,
-                    student_temperature: float = 1.0) -> Variable:
+                    student_temperature: float = 1.0, mask: Optional[Variable] = None) -> Variable:
     """Soft-target cross-entropy -sum_c softmax(t/Tt) * log_softmax(s/Ts), averaged over pixels.
 
     PaddleSlim's semantics (no T^2 factor), but the softmax runs over the CLASS axis (1) of NCHW
-    logits instead of the last axis.
+    logits instead of the last axis. `mask` (float [N,1,H,W]) restricts the average to its pixels
+    (padding excluded, `MASK: confident|correct`); None averages over every pixel, as PaddleSlim.
     """
     target = _frozen(F.softmax(teacher / teacher_temperature, axis=1))
     log_prob = F.log_softmax(student / student_temperature, axis=1)
-    return paddle.mean(-paddle.sum(target * log_prob, axis=1))
+    pixel_ce = -paddle.sum(target * log_prob, axis=1, keepdim=True)
+    return paddle.mean(pixel_ce) if mask is None else masked_mean(pixel_ce, mask)
 
 
 def kl_loss(student: Variable, teacher: Variable, temperature: float = 1.0,
             mask: Optional[Variable] = None) -> Variable:
     """T^2 * KL(softmax(t/T) || softmax(s/T)) over the class axis, averaged over valid pixels.
 
-    `mask`: float32 [N,1,H,W], 1 where the label is valid; same H,W as the logits (see
+    `mask`: float32 [N,1,H,W], 1 where the pixel counts; same H,W as the logits (see
     `valid_mask`). None means every pixel counts.
     """
     log_p_teacher = _frozen(F.log_softmax(teacher / temperature, axis=1))
@@ -66,9 +68,89 @@ def kl_loss(student: Variable, teacher: Variable, temperature: float = 1.0,
     scale = temperature * temperature
     if mask is None:
         return paddle.mean(pixel_kl) * scale
-    return paddle.mean(pixel_kl * mask) / (paddle.mean(mask) + _EPSILON) * scale
+    return masked_mean(pixel_kl, mask) * scale
 
 
+def masked_mean(values: Variable, mask: Variable) -> Variable:
+    """sum(values * mask) / max(sum(mask), 1): the exact mean over the mask's pixels, and 0 (not
+    NaN) when the mask is empty. (`mean(v*m) / (mean(m) + eps)` would bias a sparse mask.)"""
+    return paddle.sum(values * mask) / paddle.clip(paddle.sum(mask), min=1.0)
+
+
+# ---- DIST (Huang et al., NeurIPS 2022, "Knowledge Distillation from A Stronger Teacher") ---------
+
+# Inside the square root of the correlation's denominator: keeps the gradient finite when a
+# vector is constant (all-ignored batch, a class the teacher never predicts).
+_CORR_EPSILON = 1e-12
+
+
+def _centred(probs: Variable, axes: list[int], mask: Variable, count: Variable) -> Variable:
+    mean = paddle.sum(probs * mask, axis=axes, keepdim=True) / count
+    return (probs - mean) * mask
+
+
+def _pearson(a: Variable, b: Variable, axes: list[int]) -> Variable:
+    """Pearson correlation of already centred (and masked) a, b along `axes`."""
+    covariance = paddle.sum(a * b, axis=axes)
+    norms = paddle.sum(a * a, axis=axes) * paddle.sum(b * b, axis=axes)
+    return covariance / paddle.sqrt(norms + _CORR_EPSILON)
+
+
+def dist_terms(student: Variable, teacher: Variable, temperature: float = 1.0,
+               mask: Optional[Variable] = None) -> tuple[Variable, Variable]:
+    """DIST's two relation losses on NCHW logits, each already multiplied by T^2.
+
+    inter-class: mean over the mask's pixels of 1 - pearson(p_s[:, pixel], p_t[:, pixel]) (the
+    class-probability vectors of one pixel); intra-class: mean over classes of 1 - pearson of that
+    class's probabilities across all mask pixels of the batch. Masked-out pixels take no part in
+    either mean or correlation; an empty mask gives 0 for both.
+    """
+    p_student = F.softmax(student / temperature, axis=1)
+    p_teacher = _frozen(F.softmax(teacher / temperature, axis=1))
+    if mask is None:
+        mask = _frozen(paddle.ones_like(paddle.sum(p_teacher, axis=1, keepdim=True)))
+    count = paddle.clip(paddle.sum(mask), min=1.0)
+    any_pixel = paddle.clip(paddle.sum(mask), max=1.0)  # 0 for an empty mask, else 1
+    scale = temperature * temperature
+    # Per pixel, across classes (the mask is 0/1, so masking after centring is exact).
+    class_count = float(student.shape[1])
+    inter_s = p_student - paddle.mean(p_student, axis=1, keepdim=True)
+    inter_t = _frozen(p_teacher - paddle.mean(p_teacher, axis=1, keepdim=True))
+    pixel_corr = paddle.unsqueeze(_pearson(inter_s, inter_t, [1]), [1])
+    inter = masked_mean(1.0 - pixel_corr, mask) * scale
+    # Per class, across the batch's mask pixels.
+    intra_s = _centred(p_student, [0, 2, 3], mask, count)
+    intra_t = _frozen(_centred(p_teacher, [0, 2, 3], mask, count))
+    class_corr = _pearson(intra_s, intra_t, [0, 2, 3])
+    intra = (1.0 - paddle.sum(class_corr) / class_count) * any_pixel * scale
+    return inter, intra
+
+
+def dist_loss(student: Variable, teacher: Variable, temperature: float = 1.0,
+              inter_weight: float = 1.0, intra_weight: float = 1.0,
+              mask: Optional[Variable] = None) -> Variable:
+    """DIST = inter_weight * inter-class + intra_weight * intra-class relation loss (`dist_terms`)."""
+    inter, intra = dist_terms(student, teacher, temperature, mask)
+    return inter * inter_weight + intra * intra_weight
+
+
+# ---- which pixels a class-axis loss distils (MASK: confident | correct) --------------------------
+
+def confident_mask(teacher: Variable, threshold: float) -> Variable:
+    """Float [N,1,H,W]: 1 where the teacher's top class probability (softmax at T = 1, the
+    teacher's own confidence, whatever the loss's temperature) >= threshold."""
+    top = paddle.max(F.softmax(teacher, axis=1), axis=1, keepdim=True)
+    return _frozen(paddle.cast(top >= threshold, "float32"))
+
+
+def correct_mask(teacher: Variable, label: Variable, labelled: Variable,
+                 threshold: float) -> Variable:
+    """Float [N,1,H,W]: where the pixel has a label (`labelled` = 1), 1 iff the teacher's argmax
+    equals it; elsewhere (unlabelled images, IGNORE_INDEX pixels) `confident_mask`'s rule."""
+    argmax = paddle.unsqueeze(paddle.argmax(teacher, axis=1), [1])
+    right = paddle.cast(argmax == paddle.cast(label, "int64"), "float32")
+    confident = confident_mask(teacher, threshold)
+    return _frozen(labelled * right + (1.0 - labelled) * confident)
 def fsp_matrix(a: Variable, b: Variable) -> Variable:
     """Legacy `fluid.layers.fsp_matrix`: [N,C1,H,W] x [N,C2,H,W] -> [N,C1,C2], divided by H*W."""
     height, width = a.shape[2], a.shape[3]
@@ -109,29 +191,43 @@ def valid_mask(logits: Variable, mask: Optional[Variable] = None, label: Optiona
     """
     if mask is None and label is None:
         return None
-    if mask is not None:
-        maskf = paddle.cast(mask, "float32")
-    else:
-        maskf = paddle.cast(label != ignore_index, "float32")
-    target_hw = list(logits.shape[2:4])
-    if list(maskf.shape[2:4]) != target_hw and all(d > 0 for d in target_hw):
-        maskf = F.interpolate(maskf, size=target_hw, mode="nearest")
-    return _frozen(maskf)
+    return at_resolution(mask if mask is not None else label != ignore_index, logits)
+
+
+def at_resolution(var: Variable, like: Variable) -> Variable:
+    """`var` ([N,1,H,W], any dtype) at `like`'s H, W with nearest neighbour, as float32."""
+    varf = paddle.cast(var, "float32")
+    target_hw = list(like.shape[2:4])
+    if list(varf.shape[2:4]) != target_hw and all(d > 0 for d in target_hw):
+        varf = F.interpolate(varf, size=target_hw, mode="nearest")
+    return _frozen(varf)
 
 
 # ---- registry --------------------------------------------------------------------------------
-# name -> builder(students, teachers, options, mask) -> unweighted scalar. `options` holds the
-# pair's temperatures (already defaulted); `mask` is the float valid mask or None.
-LossBuilder = Callable[[Sequence[Variable], Sequence[Variable], dict, Optional[Variable]], Variable]
+# name -> builder(students, teachers, options, mask) -> unweighted scalar, or a dict of named
+# unweighted parts whose "loss" entry is the scalar (the others are logged). `options` holds the
+# pair's temperatures and options (already defaulted); `mask` is the float pixel mask or None.
+LossBuilder = Callable[[Sequence[Variable], Sequence[Variable], dict, Optional[Variable]], Any]
+
+
+def _dist_parts(s: Sequence[Variable], t: Sequence[Variable], o: dict,
+                m: Optional[Variable]) -> dict[str, Variable]:
+    inter, intra = dist_terms(s[0], t[0], o["temperature"], m)
+    return {"loss": inter * o["inter_weight"] + intra * o["intra_weight"],
+            "inter": inter, "intra": intra}
+
 
 LOSS_BUILDERS: dict[str, LossBuilder] = {
     "l2": lambda s, t, o, m: l2_loss(s[0], t[0]),
     "soft_label": lambda s, t, o, m: soft_label_loss(
-        s[0], t[0], o["teacher_temperature"], o["student_temperature"]),
+        s[0], t[0], o["teacher_temperature"], o["student_temperature"], m),
     "kl": lambda s, t, o, m: kl_loss(s[0], t[0], o["temperature"], m),
+    "dist": _dist_parts,
     "fsp": lambda s, t, o, m: fsp_loss(s[0], s[1], t[0], t[1]),
     "cwd": lambda s, t, o, m: cwd_loss(s[0], t[0], o["temperature"]),
 }
 
-# Losses that read the valid-pixel mask (the trainer must pass mask or label).
-MASKED_LOSSES = frozenset({"kl"})
+# Losses that read the pixel mask (the trainer must pass mask or label).
+MASKED_LOSSES = frozenset({"kl", "soft_label", "dist"})
+# Losses that take a `MASK: confident | correct` option.
+PIXEL_SELECTING_LOSSES = frozenset({"kl", "soft_label"})

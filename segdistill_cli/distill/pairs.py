@@ -26,8 +26,15 @@ from .custom import load_function
 
 DEFAULT_PREFIX = "teacher_"
 # Losses whose student and teacher tensors must have identical shapes (batch dim excepted).
-_SAME_SHAPE_LOSSES = {"l2", "soft_label", "kl", "cwd"}
-_MIN_RANK = {"l2": 1, "soft_label": 2, "kl": 2, "cwd": 3, "fsp": 4}
+_SAME_SHAPE_LOSSES = {"l2", "soft_label", "kl", "cwd", "dist"}
+_MIN_RANK = {"l2": 1, "soft_label": 2, "kl": 2, "cwd": 3, "fsp": 4, "dist": 4}
+# MASK: confident keeps pixels whose teacher top probability reaches this (segdistill's choice,
+# not a published value; docs/design.md "Masked KL" gives the coverage it measured on CamVid).
+DEFAULT_CONFIDENCE_THRESHOLD = 0.7
+# DIST: the defaults of the authors' semantic-segmentation code (github.com/hunto/DIST_KD,
+# segmentation/losses/dist_kd.py and train_kd.py): beta (inter) = gamma (intra) = 1, softmax
+# without temperature (tau = 1), loss weight 1. See docs/design.md "DIST".
+DIST_DEFAULTS = {"inter_weight": 1.0, "intra_weight": 1.0}
 
 Shape = tuple  # static shape; -1 marks an unknown dimension (the batch, usually)
 
@@ -60,7 +67,8 @@ class ResolvedPair:
     student_shapes: list[Shape]
     teacher_shapes: list[Shape]
     adapters: list[AdapterPlan]
-    # Builtins: temperature/teacher_temperature/student_temperature (defaulted).
+    # Builtins: temperature/teacher_temperature/student_temperature (defaulted), mask and
+    # threshold (kl, soft_label), inter_weight and intra_weight (dist).
     # custom: the keyword arguments passed to the function (temperatures set + OPTIONS).
     options: dict[str, Any] = field(default_factory=dict)
     function: Optional[Callable[..., Any]] = None
@@ -193,8 +201,19 @@ def _resolve_one(index: int, pair: Mapping[str, Any], student: _VarTable, teache
         explicit = {k: v for k, v in temperatures.items() if _explicit(pair, k)}
         item.options = {**explicit, **dict(pair.get("OPTIONS") or {})}
     else:
-        item.options = temperatures
+        item.options = {**temperatures, **_loss_options(loss, pair)}
     return item
+
+
+def _loss_options(loss: str, pair: Mapping[str, Any]) -> dict[str, Any]:
+    """The builtin losses' own options, defaulted (the config loader checked which apply)."""
+    if loss == "dist":
+        return {"inter_weight": float(pair.get("INTER_WEIGHT", DIST_DEFAULTS["inter_weight"])),
+                "intra_weight": float(pair.get("INTRA_WEIGHT", DIST_DEFAULTS["intra_weight"]))}
+    if loss in ("kl", "soft_label"):
+        return {"mask": str(pair.get("MASK", "none")),
+                "threshold": float(pair.get("THRESHOLD", DEFAULT_CONFIDENCE_THRESHOLD))}
+    return {}
 
 
 def _find(table: _VarTable, name: str, side: str, list_index: Optional[int],
