@@ -197,11 +197,27 @@ DISTILL:
     ("- {TEACHER: logits, STUDENT: logits, WIEGHT: 1}", "did you mean WEIGHT"),
     ("- {TEACHER: logits, STUDENT: logits, ADAPTER: conv3x3}", "none or conv1x1"),
     ("{TEACHER: logits}", "a list of pairs"),
+    ("- {TEACHER: logits, STUDENT: logits, LOSS: kl, MASK: sure}", "none, confident, correct"),
+    ("- {TEACHER: logits, STUDENT: logits, LOSS: l2, MASK: correct}", "MASK is only for LOSS kl"),
+    ("- {TEACHER: logits, STUDENT: logits, LOSS: kl, THRESHOLD: 0.5}", "THRESHOLD needs MASK"),
+    ("- {TEACHER: logits, STUDENT: logits, LOSS: kl, MASK: confident, THRESHOLD: 1.5}",
+     "DISTILL[0].THRESHOLD"),
+    ("- {TEACHER: logits, STUDENT: logits, LOSS: kl, INTER_WEIGHT: 1}", "only for LOSS dist"),
+    ("- {TEACHER: logits, STUDENT: logits, LOSS: dist, INTRA_WEIGHT: -1}", "DISTILL[0].INTRA_WEIGHT"),
 ])
 def test_distill_errors(tmp_path, body, fragment):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, "DISTILL:\n  " + body.replace("\n", "\n  ") + "\n"))
     assert fragment in str(err.value)
+
+
+def test_distill_dist_and_mask_options_load(tmp_path):
+    pairs = load_config(write(tmp_path, """DISTILL:
+  - {TEACHER: logits, STUDENT: logits, LOSS: dist, INTER_WEIGHT: 2, INTRA_WEIGHT: 0}
+  - {TEACHER: logits, STUDENT: logits, LOSS: soft_label, MASK: Confident, THRESHOLD: 0.9}
+""")).distill_pairs
+    assert pairs[0]["INTER_WEIGHT"] == 2.0 and pairs[0]["INTRA_WEIGHT"] == 0.0
+    assert pairs[1]["MASK"] == "confident" and pairs[1]["THRESHOLD"] == 0.9
 
 
 # ---- validate --------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ data_app = typer.Typer(help="Check datasets; build list files and Cityscapes tra
 def check(
     cfg: Path = cfg_option(),
     set_: Optional[List[str]] = set_option(),
-    split: str = typer.Option("all", help="Which list to check: train, val, test or all."),
+    split: str = typer.Option("all", help="Which list to check: train, val, test, unlabeled or all."),
     max_errors: int = typer.Option(20, "--max-errors", min=0, help="Offending lines to print."),
     sample: Optional[int] = typer.Option(None, "--sample", min=1,
                                          help="Check a random subset of N lines per list."),

@@ -30,6 +30,10 @@ _DEFAULTS: dict[str, Any] = {
         "IGNORE_INDEX": 255,
         "PADDING_VALUE": [127.5, 127.5, 127.5],
         "CLASS_NAMES": None,  # new: names for eval tables and pictures
+        # new: images without labels, distilled only (one path per line, relative to DATA_DIR)
+        "UNLABELED_FILE_LIST": None,
+        # new: how many of BATCH_SIZE come from it: a count, or a fraction in (0, 1); None = half
+        "UNLABELED_PER_BATCH": None,
     },
     "AUG": {
         "AUG_METHOD": "unpadding",
@@ -65,6 +69,8 @@ _DEFAULTS: dict[str, Any] = {
         # checkpoints to keep (0 = all; final/ and best_model/ are always kept).
         "CHECKPOINT_STEPS": 0,
         "KEEP_CHECKPOINTS": 3,
+        # new: val images the loaded teacher is evaluated on before step 1 (0 = no check)
+        "TEACHER_CHECK_IMAGES": 16,
     },
     "SOLVER": {
         "LR": 0.1,
@@ -157,13 +163,15 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
 
 # Keys whose type cannot be read off the default: (W, H) pairs, optional values, free lists.
 _PAIR_KEYS = {"EVAL_CROP_SIZE", "TRAIN_CROP_SIZE", "AUG.FIX_RESIZE_SIZE"}
-_OPTIONAL_STR = {"DATASET.VIS_FILE_LIST"}
+_OPTIONAL_STR = {"DATASET.VIS_FILE_LIST", "DATASET.UNLABELED_FILE_LIST"}
+_OPTIONAL_POSITIVE_NUMBER = {"DATASET.UNLABELED_PER_BATCH"}
 _OPTIONAL_LIST = {"DATASET.CLASS_NAMES"}
 # CROSS_ENTROPY_WEIGHT: None, a list of per-class weights, or the string 'dynamic'.
 _ANY_KEYS = {"SOLVER.CROSS_ENTROPY_WEIGHT", "DISTILL"}
 _POSITIVE_INT = {"BATCH_SIZE", "DATASET.NUM_CLASSES", "SOLVER.NUM_EPOCHS", "TRAIN.SNAPSHOT_EPOCH",
                  "DATALOADER.BUF_SIZE"}
-_NON_NEGATIVE_INT = {"TRAIN.CHECKPOINT_STEPS", "TRAIN.KEEP_CHECKPOINTS"}
+_NON_NEGATIVE_INT = {"TRAIN.CHECKPOINT_STEPS", "TRAIN.KEEP_CHECKPOINTS",
+                     "TRAIN.TEACHER_CHECK_IMAGES"}
 
 
 def _all_keys(node: Mapping[str, Any] = _DEFAULTS, prefix: str = "") -> list[str]:

@@ -58,6 +58,7 @@ def validate(configs: Configs, purpose: str = "any", do_eval: bool = True,
         if student.BATCH_SIZE % max(1, student.NUM_TRAINERS) != 0:
             problems.append(Problem("BATCH_SIZE", f"{student.BATCH_SIZE} is not divisible by the "
                                     f"{student.NUM_TRAINERS} trainers", student.source))
+    problems += _check_unlabeled(student, purpose, use_teacher)
     if teacher is not None and use_teacher and purpose == "train":
         teacher_dir = teacher.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR
         if not teacher_dir:
@@ -91,6 +92,47 @@ def _check_unsupported(cfg: SegConfig) -> list[Problem]:
         if why and cfg.get_key(key) != _default(key):
             problems.append(Problem(key, f"{cfg.get_key(key)!r}: {why} (remove the key or set "
                                          f"it to {_default(key)!r})", cfg.source))
+    return problems
+
+
+def unlabeled_per_batch(cfg: SegConfig) -> int:
+    """How many of the global BATCH_SIZE images come from DATASET.UNLABELED_FILE_LIST (0 without
+    one): UNLABELED_PER_BATCH as a count, or as a fraction in (0, 1) of BATCH_SIZE (rounded);
+    unset = half the batch."""
+    if not cfg.DATASET.UNLABELED_FILE_LIST:
+        return 0
+    batch, share = int(cfg.BATCH_SIZE), cfg.DATASET.UNLABELED_PER_BATCH
+    if share is None:
+        return batch // 2
+    if isinstance(share, float):
+        return int(round(batch * share))
+    return int(share)
+
+
+def _check_unlabeled(cfg: SegConfig, purpose: str, use_teacher: bool) -> list[Problem]:
+    key, share = "DATASET.UNLABELED_FILE_LIST", cfg.DATASET.UNLABELED_PER_BATCH
+    if not cfg.DATASET.UNLABELED_FILE_LIST:
+        if share is not None:
+            return [Problem("DATASET.UNLABELED_PER_BATCH", "set, but DATASET.UNLABELED_FILE_LIST "
+                            "is not: it would have no effect", cfg.source)]
+        return []
+    if purpose != "train":
+        return []
+    problems = []
+    path = list_path(cfg, "UNLABELED_FILE_LIST")
+    if not path.is_file():
+        problems.append(Problem(key, f"list file not found: {path}", cfg.source))
+    if not use_teacher:
+        problems.append(Problem(key, "set, but --no-teacher: only distillation learns from "
+                                "unlabelled images (remove the key or give a teacher)", cfg.source))
+    if isinstance(share, float) and share >= 1:
+        problems.append(Problem("DATASET.UNLABELED_PER_BATCH", f"{share!r}: give a whole count "
+                                "or a fraction in (0, 1) of BATCH_SIZE", cfg.source))
+    elif not 1 <= unlabeled_per_batch(cfg) <= int(cfg.BATCH_SIZE) - 1:
+        problems.append(Problem("DATASET.UNLABELED_PER_BATCH",
+                                f"{unlabeled_per_batch(cfg)} unlabelled images per batch of "
+                                f"BATCH_SIZE {cfg.BATCH_SIZE}: need 1..{int(cfg.BATCH_SIZE) - 1} "
+                                "(every batch keeps at least one labelled image)", cfg.source))
     return problems
 
 

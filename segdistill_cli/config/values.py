@@ -6,8 +6,8 @@ import ast
 from typing import Any
 
 from ..errors import ConfigError
-from .schema import (_ANY_KEYS, _CHOICES, _NON_NEGATIVE_INT, _OPTIONAL_LIST, _OPTIONAL_STR,
-                     _PAIR_KEYS, _POSITIVE_INT, _default)
+from .schema import (_ANY_KEYS, _CHOICES, _NON_NEGATIVE_INT, _OPTIONAL_LIST,
+                     _OPTIONAL_POSITIVE_NUMBER, _OPTIONAL_STR, _PAIR_KEYS, _POSITIVE_INT, _default)
 
 
 def _legacy_literal(value: Any) -> Any:
@@ -50,6 +50,10 @@ def coerce_value(key: str, raw: Any, source: str | None = None) -> Any:
         if value is None or isinstance(raw, str):
             return None if value is None else str(raw)
         raise _bad(key, source, raw, "a path or null")
+    if key in _OPTIONAL_POSITIVE_NUMBER:
+        if value is None or (_is_number(value) and value > 0):
+            return None if value is None else (int(value) if _is_int(value) else float(value))
+        raise _bad(key, source, raw, "a positive number (a count, or a fraction in (0, 1)) or null")
     if key in _OPTIONAL_LIST:
         if value is None or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
             return None if value is None else list(value)

@@ -18,10 +18,11 @@ from PIL import Image
 
 from ..errors import SegDistillError
 from .dataset import read_image, read_label
-from .lists import ListEntry, parse_list
+from .lists import ListEntry, parse_image_list, parse_list
 
-SPLITS = ("train", "val", "test")
-_LIST_KEYS = {"train": "TRAIN_FILE_LIST", "val": "VAL_FILE_LIST", "test": "TEST_FILE_LIST"}
+SPLITS = ("train", "val", "test", "unlabeled")
+_LIST_KEYS = {"train": "TRAIN_FILE_LIST", "val": "VAL_FILE_LIST", "test": "TEST_FILE_LIST",
+              "unlabeled": "UNLABELED_FILE_LIST"}
 # Pillow modes and the channel count OpenCV gives them with IMREAD_UNCHANGED.
 _ALPHA_MODES = {"RGBA", "LA", "PA"}
 
@@ -126,7 +127,8 @@ def _check_entry(entry: ListEntry, rules: _Rules) -> tuple[str | None, dict[int,
 
 
 def split_lists(cfg: Any, splits: Iterable[str]) -> list[tuple[str, str]]:
-    """[(split, list path)] without duplicates ('all' = train, val, test; CamVid's test = val)."""
+    """[(split, list path)] without duplicates ('all' = train, val, test, unlabeled where set;
+    CamVid's test = val)."""
     wanted = list(SPLITS) if "all" in splits else list(splits)
     seen, out = set(), []
     for split in wanted:
@@ -149,8 +151,11 @@ def check_data(cfg: Any, splits: Sequence[str] = ("train", "val"), max_errors: i
                    cfg.DATASET.IMAGE_TYPE, decode_images)
     report, issues, jobs = DataReport(), [], []
     for split, path in split_lists(cfg, splits):
-        entries, bad = parse_list(path, cfg.DATASET.DATA_DIR, cfg.DATASET.SEPARATOR,
-                                  require_label=(split != "test"))
+        if split == "unlabeled":  # images only: exists and decodes, naming the line
+            entries, bad = parse_image_list(path, cfg.DATASET.DATA_DIR, cfg.DATASET.SEPARATOR)
+        else:
+            entries, bad = parse_list(path, cfg.DATASET.DATA_DIR, cfg.DATASET.SEPARATOR,
+                                      require_label=(split != "test"))
         if sample is not None and sample < len(entries):
             entries = sorted(random.Random(seed).sample(entries, sample), key=lambda e: e.line_no)
             report.sampled = True

@@ -91,12 +91,39 @@ def parse_list(path: str | os.PathLike, data_dir: str | os.PathLike, separator: 
 def read_list(path: str | os.PathLike, data_dir: str | os.PathLike, separator: str = " ",
               require_label: bool = True) -> list[ListEntry]:
     """Like `parse_list` but raises on the first bad line (naming it) or on an empty list."""
-    entries, bad = parse_list(path, data_dir, separator, require_label)
+    return _entries_or_raise(path, *parse_list(path, data_dir, separator, require_label))
+
+
+def _entries_or_raise(path: str | os.PathLike, entries: list[ListEntry],
+                      bad: list[BadLine]) -> list[ListEntry]:
     if bad:
         raise SegDistillError(str(bad[0]) + (f" (and {len(bad) - 1} more bad lines)" if len(bad) > 1 else ""))
     if not entries:
         raise SegDistillError(f"list file {path} has no samples")
     return entries
+
+
+def parse_image_list(path: str | os.PathLike, data_dir: str | os.PathLike,
+                     separator: str = " ") -> tuple[list[ListEntry], list[BadLine]]:
+    """A list of images without labels (DATASET.UNLABELED_FILE_LIST): one image path per line,
+    split by the legacy separator rules; a line with more fields is bad (it looks like a
+    labelled list, whose labels would be ignored here)."""
+    entries, bad = parse_list(path, data_dir, separator, require_label=False)
+    kept = []
+    for entry in entries:
+        if entry.label is None:
+            kept.append(entry)
+        else:
+            bad.append(BadLine(entry.list_file, entry.line_no, entry.image,
+                               f"expected one image path per line (separator {separator!r}), "
+                               "found 2 fields"))
+    return kept, sorted(bad, key=lambda b: b.line_no)
+
+
+def read_image_list(path: str | os.PathLike, data_dir: str | os.PathLike,
+                    separator: str = " ") -> list[ListEntry]:
+    """Like `parse_image_list` but raises on the first bad line (naming it) or an empty list."""
+    return _entries_or_raise(path, *parse_image_list(path, data_dir, separator))
 
 
 def write_list(path: Path, pairs: Iterable[tuple[str, str]], separator: str = " ") -> int:

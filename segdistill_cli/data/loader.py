@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import SegDistillError
 
-FEED_NAMES = ("image", "label", "mask")
+FEED_NAMES = ("image", "label", "mask", "distill_mask")
 Batch = dict[str, np.ndarray]
 _POLL_SECONDS = 0.5
 _START_METHOD = "fork" if "fork" in mp.get_all_start_methods() else "spawn"

@@ -45,6 +45,9 @@ class TrainGraph:
     total: Any
     lr_scheduler: Any
     pairs: list[ResolvedPair] = field(default_factory=list)
+    # Fraction of the batch's pixels each mask keeps: "mask/ce" (labelled pixels) and, when
+    # distilling, "mask/distill" (image pixels, padding excluded; also unlabelled images).
+    coverage: dict[str, Any] = field(default_factory=dict)
 
     @property
     def main(self) -> Any:
@@ -55,11 +58,15 @@ class TrainGraph:
         return self.student.startup
 
     def fetch_terms(self) -> dict[str, Any]:
-        """Name → scalar Variable for every logged loss term (CE, each distill pair, total)."""
+        """Name → scalar Variable for every logged term: CE, each distill pair (weighted), total,
+        then `raw/<pair>` (unweighted, and its parts), `mask/<pair>` and the masks' coverage."""
         terms = {"ce": self.ce}
         if self.distill is not None:
             terms.update(self.distill.terms)
         terms["total"] = self.total
+        if self.distill is not None:
+            terms.update(self.distill.logged)
+            terms.update(self.coverage)
         return terms
 
 
@@ -102,15 +109,23 @@ def load_teacher(configs: Configs, teacher: BuiltProgram, exe: Any, place: Any,
     return teacher_scope
 
 
-def add_student_loss(student: BuiltProgram, cfg: Any) -> tuple[Any, Any, Any]:
-    """label/mask feeds ([-1,1,H,W] int32, legacy) and the CE loss, under the student's names."""
+def add_student_loss(student: BuiltProgram, cfg: Any) -> tuple[Any, Any, Any, Any]:
+    """label/mask feeds ([-1,1,H,W] int32, legacy), the distillation's pixel mask
+    (`distill_mask`: image pixels, padding excluded; data/dataset.py) and the CE loss, under
+    the student's names."""
     paddle = import_paddle()
     height, width = crop_hw(cfg, "TRAIN_CROP_SIZE")
     with student.guard():
         label = paddle.static.data("label", [-1, 1, height, width], "int32")
         mask = paddle.static.data("mask", [-1, 1, height, width], "int32")
+        pixels = paddle.static.data("distill_mask", [-1, 1, height, width], "int32")
         ce = softmax_ce_loss(student.logits, label, mask, int(cfg.DATASET.IGNORE_INDEX))
-    return label, mask, ce
+    return label, mask, pixels, ce
+
+
+def _coverage(mask: Any) -> Any:
+    paddle = import_paddle()
+    return paddle.mean(paddle.cast(mask, "float32"))
 
 
 def build_train_graph(configs: Configs, ctx: RunContext, train_total_images: int, seed: int,
@@ -126,8 +141,8 @@ def build_train_graph(configs: Configs, ctx: RunContext, train_total_images: int
     exe = paddle.static.Executor(place)
     scope = paddle.static.Scope()
     student = student or seeded_student(cfg, seed)
-    label, mask, ce = add_student_loss(student, cfg)
-    distill = None
+    label, mask, pixels, ce = add_student_loss(student, cfg)
+    distill, coverage = None, {}
     if use_teacher:
         teacher = teacher or build_teacher_program(configs, student)
         pairs = pairs if pairs is not None else plan_pairs(configs, student, teacher)
@@ -138,8 +153,10 @@ def build_train_graph(configs: Configs, ctx: RunContext, train_total_images: int
         # PaddleSlim's merge copies only an op's main attributes; `use_mkldnn` is an "extra" one.
         use_onednn_for_inference(student.main, first_teacher_op)
         with student.guard():
-            distill = add_distill_losses(student.main, student.startup, pairs, mask=mask,
-                                         label=label, ignore_index=int(cfg.DATASET.IGNORE_INDEX))
+            distill = add_distill_losses(student.main, student.startup, pairs, mask=pixels,
+                                         label=label, ignore_index=int(cfg.DATASET.IGNORE_INDEX),
+                                         label_mask=mask)
+            coverage = {"mask/ce": _coverage(mask), "mask/distill": _coverage(pixels)}
     else:
         teacher, pairs = None, []
     with student.guard():
@@ -151,4 +168,4 @@ def build_train_graph(configs: Configs, ctx: RunContext, train_total_images: int
         check_teacher_frozen(student.main, TEACHER_PREFIX)  # no teacher grads, no teacher updates
     exe.run(student.startup, scope=scope)
     return TrainGraph(student, teacher, scope, place, exe, label, mask, ce, distill, total,
-                      scheduler, pairs or [])
+                      scheduler, pairs or [], coverage)

@@ -56,7 +56,7 @@ class TrainLogger:
         means = {k: sum(v) / len(v) for k, v in self._window.items()}
         eta, unmeasured_evals = self._eta(speed)
         record = {"type": "train", "epoch": epoch, "step": global_step, "lr": lr,
-                  **{f"loss/{k}": v for k, v in means.items()}, "step_per_sec": round(speed, 4),
+                  **{log_key(k): v for k, v in means.items()}, "step_per_sec": round(speed, 4),
                   "eta_sec": round(eta, 1), "eta_evals_not_counted": unmeasured_evals,
                   "time": time.time()}
         self._write(record)
@@ -99,6 +99,11 @@ class TrainLogger:
             self._vdl.add_scalar("eval/miou", metrics["miou"], global_step)
             self._vdl.add_scalar("eval/acc", metrics["acc"], global_step)
 
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        """A one-off record (e.g. the teacher check) in train_log.jsonl."""
+        if self.is_main:
+            self._write({"type": kind, **data, "time": time.time()})
+
     def _write(self, record: dict[str, Any]) -> None:
         if self._jsonl is not None:
             self._jsonl.write(json.dumps(record) + "\n")
@@ -114,6 +119,12 @@ class TrainLogger:
         if self._vdl is not None:
             self._vdl.close()
             self._vdl = None
+
+
+def log_key(term: str) -> str:
+    """The train_log.jsonl key of a fetched term: `loss/ce`, `loss/kl_0` (weighted), `loss/total`;
+    terms that name their kind keep it: `raw/kl_0` (unweighted), `mask/kl_0` (fraction kept)."""
+    return term if "/" in term else f"loss/{term}"
 
 
 def _vdl_writer(logdir: Path) -> Any:
