@@ -41,6 +41,10 @@ def train(
     vdl: bool = typer.Option(False, "--vdl", "--use_vdl", help="Also log scalars to VisualDL."),
     check_data: str = typer.Option("sample", "--check-data", help="Pre-flight data check: "
                                    "sample (default), full or off."),
+    allow_weak_teacher: bool = typer.Option(False, "--allow-weak-teacher", help="When the "
+                                            "teacher check (TRAIN.TEACHER_CHECK_IMAGES val images "
+                                            "before step 1) finds the teacher at chance level or "
+                                            "predicting one class: warn and go on, not stop."),
     ips: Optional[str] = typer.Option(None, "--ips", help="Multi-node: comma-separated node IPs."),
     nnodes: Optional[int] = typer.Option(None, "--nnodes", help="Multi-node: number of nodes."),
     master: Optional[str] = typer.Option(None, "--master", help="Multi-node: master endpoint "
@@ -59,6 +63,7 @@ def train(
         configs, argv=current_argv(), gpus=gpus, force_cpu=cpu, log_steps=log_steps,
         do_eval=do_eval or legacy_do_eval, resume=resume, use_teacher=not no_teacher,
         dry_run=dry_run, seed=seed, vdl=vdl, check_data=check_data, preflight_only=preflight,
+        allow_weak_teacher=allow_weak_teacher,
         ips=ips, nnodes=nnodes, master=master, node_rank=node_rank,
     )
     if code:

@@ -15,7 +15,7 @@ def run_train(configs: Configs, argv: Sequence[str], gpus: Optional[str] = None,
               force_cpu: bool = False, log_steps: int = 10, do_eval: bool = True,
               resume: Optional[str] = None, use_teacher: bool = True, dry_run: bool = False,
               seed: Optional[int] = None, vdl: bool = False, check_data: str = "sample",
-              preflight_only: bool = False,
+              preflight_only: bool = False, allow_weak_teacher: bool = False,
               ips: Optional[str] = None, nnodes: Optional[int] = None,
               master: Optional[str] = None, node_rank: Optional[int] = None) -> int:
     """Run training here, or re-run this command under paddle.distributed.launch (one worker per
@@ -34,7 +34,7 @@ def run_train(configs: Configs, argv: Sequence[str], gpus: Optional[str] = None,
     options = TrainOptions(use_teacher=use_teacher, do_eval=do_eval, log_steps=log_steps,
                            seed=seed, resume=resume, dry_run=dry_run, vdl=vdl,
                            check_data=check_data, preflight_only=preflight_only,
-                           argv=list(argv))
+                           allow_weak_teacher=allow_weak_teacher, argv=list(argv))
     try:
         Trainer(configs, options, run_context(plan)).run()
     except Preempted as stop:  # a requested stop, not an error: its line, then exit 143

@@ -32,13 +32,14 @@ from .. import __version__
 from ..atomic import write_text_atomic
 from ..config import Configs
 from ..data.check import preflight_data
-from ..data.dataset import SegDataset
 from ..data.loader import BatchLoader, default_prefetch
+from ..data.mixed import check_unlabeled_split, schedule_images, train_set as build_train_set
 from ..errors import ConfigError, SegDistillError
 from ..launcher import RunContext, per_rank_batch
 from ..weights import load_weights
 from . import checkpoints
 from .evaluator import Evaluator
+from .teacher_check import TeacherCheck, check_teacher, enforce
 from .graph import (TrainGraph, build_teacher_program, build_train_graph, plan_pairs,
                     seeded_student)
 from .preemption import Preempted, StopRequest, resume_command
@@ -58,6 +59,7 @@ class TrainOptions:
     vdl: bool = False
     check_data: str = "sample"  # sample | full | off
     preflight_only: bool = False  # run every check, build the programs, then stop
+    allow_weak_teacher: bool = False  # a failed teacher check warns instead of stopping
     argv: list[str] = field(default_factory=list)
 
 
@@ -118,6 +120,7 @@ class Trainer:
         self.resume_from: Optional[Path] = None
         self.resume_meta: dict[str, Any] = {}
         self.graph: Optional[TrainGraph] = None  # set by run(); tests and benchmarks inspect it
+        self.teacher_check: Optional[TeacherCheck] = None  # set by preflight() when distilling
 
     # ---- pre-flight ----------------------------------------------------------------------------
 
@@ -149,10 +152,21 @@ class Trainer:
             pairs = plan_pairs(self.configs, student, teacher)
             for pair in pairs:
                 self.echo(f"distill: {pair.describe()}")
+            self.teacher_check = self._check_teacher_quality()
         return student, teacher, pairs
 
+    def _check_teacher_quality(self) -> Optional[TeacherCheck]:
+        """Evaluate the teacher on a few val images; stop (or warn) if it looks untrained."""
+        images = int(self.cfg.TRAIN.TEACHER_CHECK_IMAGES)
+        check = check_teacher(self.cfg, self.configs.teacher, self.ctx.place(), images)
+        self.echo(check.summary() if check else "teacher check: off (TRAIN.TEACHER_CHECK_IMAGES=0)")
+        enforce(check, self.options.allow_weak_teacher,
+                self.configs.teacher.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR, self.echo)
+        return check
+
     def _check_data(self) -> list[SegDistillError]:
-        splits = ["train"] + (["val"] if self.options.do_eval else [])
+        splits = ["train"] + (["val"] if self.options.do_eval else []) + (
+            ["unlabeled"] if self.cfg.DATASET.UNLABELED_FILE_LIST else [])
         try:
             preflight_data(self.cfg, splits, self.options.check_data, seed=self.seed)
         except SegDistillError as exc:
@@ -184,6 +198,7 @@ class Trainer:
         errors = []
         try:
             per_rank_batch(int(self.cfg.BATCH_SIZE), self.ctx.nranks)
+            check_unlabeled_split(self.cfg, self.ctx.nranks)
         except SegDistillError as exc:
             errors.append(exc)
         if self.options.vdl:
@@ -231,12 +246,12 @@ class Trainer:
         if self.options.preflight_only:
             self.echo(f"pre-flight ok: {self._checked()} checked")
             return TrainSummary(None, 0, 0, None, None)
-        train_set = SegDataset(self.cfg, mode="train", shard=self.ctx.shard, seed=self.seed)
-        graph = build_train_graph(self.configs, self.ctx, len(train_set.entries), self.seed,
+        batch = per_rank_batch(int(self.cfg.BATCH_SIZE), self.ctx.nranks)
+        train_set = build_train_set(self.cfg, self.ctx.shard, self.seed, batch)
+        graph = build_train_graph(self.configs, self.ctx, schedule_images(train_set), self.seed,
                                   self.options.use_teacher, self.echo, pairs=pairs,
                                   teacher=teacher, student=student)
         self.graph = graph
-        batch = per_rank_batch(int(self.cfg.BATCH_SIZE), self.ctx.nranks)
         workers = int(self.cfg.DATALOADER.NUM_WORKERS)
         loader = BatchLoader(train_set, batch, workers,
                              default_prefetch(int(self.cfg.DATALOADER.BUF_SIZE), workers))
@@ -355,6 +370,8 @@ class Trainer:
                              total_steps=steps_per_epoch * len(epochs) - start.step_in_epoch,
                              total_evals=len(eval_epochs) if self.options.do_eval else 0)
         self._evaluator: Optional[Evaluator] = None
+        if self.teacher_check is not None:
+            logger.event("teacher_check", self.teacher_check.to_json())
         epochs_run = 0
         if start.epoch > num_epochs:
             self.echo(f"nothing to do: the checkpoint is at epoch {start.epoch - 1} of {num_epochs}")
@@ -494,6 +511,7 @@ class Trainer:
             "teacher": self.configs.teacher.to_plain() if self.configs.teacher and
             self.options.use_teacher else None,
             "distill_pairs": [p.describe() for p in graph.pairs],
+            "teacher_check": self.teacher_check.to_json() if self.teacher_check else None,
             "versions": {"segdistill": __version__, "paddle": paddle.__version__,
                          "paddleslim": version("paddleslim"),
                          "numpy": np.__version__, "python": platform.python_version()},
