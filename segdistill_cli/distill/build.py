@@ -73,9 +73,11 @@ def add_distill_losses(program: Any, startup_program: Any, pairs: Sequence[Resol
                                                  label_mask, ignore_index)
                 logged[f"mask/{pair.name}"] = kept
             raw, parts = _loss(pair, students, teachers, pair_mask)
-            logged[f"raw/{pair.name}"] = raw
-            logged.update({f"raw/{pair.name}.{part}": v for part, v in parts.items()})
             terms[pair.name] = raw * pair.weight
+            # A copy for the log: the executor may run `raw * weight` in place, leaving the
+            # fetched `raw` without a value (seen with DIST's elementwise_add -> scale).
+            logged[f"raw/{pair.name}"] = paddle.assign(raw)
+            logged.update({f"raw/{pair.name}.{part}": v for part, v in parts.items()})
         total = paddle.add_n(list(terms.values())) if len(terms) > 1 else next(iter(terms.values()))
     _check_no_name_clash(program, first_new_op)
     return DistillLosses(terms=terms, total=total, logged=logged)
