@@ -273,7 +273,8 @@ class Trainer:
         """What the pre-flight checked, as a phrase."""
         parts = ["configs", "data" if self.options.check_data != "off" else None,
                  "teacher weights" if self.options.use_teacher else None,
-                 "distill pairs" if self.options.use_teacher else None, "save folder"]
+                 "distill pairs" if self.options.use_teacher else None,
+                 "the teacher on val images" if self.teacher_check else None, "save folder"]
         parts = [p for p in parts if p]
         return ", ".join(parts[:-1]) + " and " + parts[-1]
 
