@@ -140,7 +140,7 @@ def test_preflight_names_the_bad_unlabelled_line(lists, teacher_dir, tmp_path): 
     bad.write_text("\n".join([images[0], images[1], "val/missing.png", images[2], str(broken)]) + "\n")
     trainer = make_trainer(lists, teacher_dir, tmp_path / "run",
                            student_extra=[f"DATASET.UNLABELED_FILE_LIST={bad}"], preflight_only=True)
-    with pytest.raises(SegDistillError, match=rf"2 bad sample line\(s\).*first: {bad}:3: image not "
+    with pytest.raises(SegDistillError, match=rf"2 bad line\(s\).*first: {bad}:3: image not "
                                               r"found: .*val/missing.png"):
         trainer.run()
     bad.write_text(f"{images[0]}\n{images[1]} valannot/x.png\n")
