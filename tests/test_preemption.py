@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -231,6 +232,39 @@ def test_truncated_newest_checkpoint_resume_falls_back_and_eval_names_it(lists, 
     assert_same_state(straight / "final", save / "final")  # epoch 2 redone, bit for bit
 
 
+def _damaged_copy(straight: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "damaged"
+    shutil.copytree(straight / "1", folder)
+    file = folder / "model.pdparams"
+    data = file.read_bytes()
+    file.write_bytes(data[:200] + bytes([data[200] ^ 0xFF]) + data[201:])  # same size, altered
+    return file
+
+
+def test_export_and_predict_refuse_a_damaged_checkpoint_naming_the_file(lists, straight,
+                                                                        tmp_path, capsys):
+    file = _damaged_copy(straight, tmp_path)
+    sets = sum((["--set", s] for s in student_sets(lists, tmp_path)), [])
+    image = CAMVID / (CAMVID / "val.txt").read_text().split()[0]
+    for command in (["export", "--out", str(tmp_path / "export")],
+                    ["predict", "--image", str(image), "--out", str(tmp_path / "pred")]):
+        code = main([command[0], "--cfg", str(STUDENT_CFG), *sets, "--model-dir",
+                     str(file.parent), *command[1:]])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, (command, err)
+        assert str(file) in err[0] and "sha256" in err[0]
+    assert not (tmp_path / "export").exists() and not (tmp_path / "pred").exists()
+
+
+def test_explicit_resume_from_a_damaged_checkpoint_is_refused(lists, teacher_dir, straight,
+                                                             tmp_path):
+    file = _damaged_copy(straight, tmp_path)
+    run = trainer(lists, teacher_dir, tmp_path / "run", resume=str(file.parent))
+    with pytest.raises(checkpoints.DamagedCheckpoint, match=re.escape(str(file))):
+        run.run()
+    assert not (tmp_path / "run").exists()  # refused in pre-flight: nothing written
+
+
 def test_eval_on_a_checkpoint_without_checksums_warns_not_verified(lists, straight, tmp_path,
                                                                   capsys):
     folder = tmp_path / "old"
@@ -252,11 +286,18 @@ def test_eval_on_a_checkpoint_without_checksums_warns_not_verified(lists, straig
 # ---- step checkpoints and retention ------------------------------------------------------------
 
 
-def test_step_checkpoints_and_retention(lists, teacher_dir, straight, tmp_path):
-    save = tmp_path / "run"
+def test_step_checkpoints_retention_and_resume_from_a_step_checkpoint(lists, teacher_dir,
+                                                                      straight, tmp_path):
+    save, kept = tmp_path / "run", tmp_path / "kept"
     lines: list[str] = []
+
+    def log(message: str) -> None:
+        lines.append(message)
+        if message == f"checkpoint: {save / 'step-8'}":  # keep a copy before retention drops it
+            shutil.copytree(save / "step-8", kept / "step-8")
+
     run = trainer(lists, teacher_dir, save, "TRAIN.CHECKPOINT_STEPS=4", "TRAIN.KEEP_CHECKPOINTS=1")
-    run.echo = lines.append
+    run.echo = log
     run.run()
     written = [line.split("/")[-1] for line in lines if line.startswith("checkpoint: ")]
     # steps 4 (epoch 1, 4/6), 6 = epoch 1, 8 (epoch 2, 2/6), 12 = epoch 2 (4 | 12: no extra).
@@ -267,16 +308,11 @@ def test_step_checkpoints_and_retention(lists, teacher_dir, straight, tmp_path):
     assert checkpoints.read_meta(save / "final")["linked_from"] == "2"
     assert_same_state(straight / "final", save / "final")  # saving never changes the training
 
-
-def test_resume_from_a_step_checkpoint_is_bit_identical(lists, teacher_dir, straight, tmp_path):
-    first = tmp_path / "first"
-    trainer(lists, teacher_dir, first, "TRAIN.CHECKPOINT_STEPS=4", "TRAIN.KEEP_CHECKPOINTS=0").run()
-    save = tmp_path / "run"
-    save.mkdir()
-    shutil.copytree(first / "step-8", save / "step-8")  # epoch 2, batch 2 of 6
-    summary = trainer(lists, teacher_dir, save, resume="auto", seed=None).run()
+    meta = checkpoints.read_meta(kept / "step-8")
+    assert (meta["epoch"], meta["step_in_epoch"], meta["global_step"]) == (2, 2, 8)
+    summary = trainer(lists, teacher_dir, kept, resume="auto", seed=None).run()
     assert summary.epochs_run == 1 and summary.steps_run == 12
-    assert_same_state(straight / "final", save / "final")
+    assert_same_state(straight / "final", kept / "final")
 
 
 # ---- a full disk during a save ---------------------------------------------------------------
