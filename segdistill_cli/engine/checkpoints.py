@@ -415,13 +415,16 @@ def _numpy_dtype(var: Any) -> Any:
     return paddle.base.data_feeder.convert_dtype(var.dtype)
 
 
+_STEP, _EPOCH, _FINAL = 0, 1, 2  # kinds of resumable checkpoint, in their order at equal steps
+
+
 def _kind_rank(name: str) -> Optional[int]:
     """Order of checkpoints at the same global step (step < epoch < final); None: not resumable."""
     if name.startswith(STEP_PREFIX) and name[len(STEP_PREFIX):].isdigit():
-        return 0
+        return _STEP
     if name.isdigit():
-        return 1
-    return 2 if name == FINAL else None
+        return _EPOCH
+    return _FINAL if name == FINAL else None
 
 
 def _number(value: Any) -> int:
@@ -496,15 +499,14 @@ def prune(save_dir: str | os.PathLike, keep: int) -> List[str]:
     if keep <= 0:
         return []
     save_dir = Path(save_dir)
-    found = resumable_checkpoints(save_dir)
-    epochs = [e for e, _ in found if _kind_rank(e.name) == 1]
-    newest_epoch_step = max((_number(m.get("global_step", 0)) for e, m in found
-                             if _kind_rank(e.name) == 1), default=-1)
-    steps = [e for e, m in found if _kind_rank(e.name) == 0]
-    superseded = [e for e, m in found if _kind_rank(e.name) == 0
-                  and _number(m.get("global_step", 0)) <= newest_epoch_step]
-    current_steps = [e for e in steps if e not in superseded]
-    doomed = epochs[:-keep] + superseded + current_steps[:-keep]
+    found = [(entry, _number(meta.get("global_step", 0)))  # oldest first
+             for entry, meta in resumable_checkpoints(save_dir)]
+    epochs = [(entry, step) for entry, step in found if _kind_rank(entry.name) == _EPOCH]
+    steps = [(entry, step) for entry, step in found if _kind_rank(entry.name) == _STEP]
+    newest_epoch_step = epochs[-1][1] if epochs else -1
+    superseded = [entry for entry, step in steps if step <= newest_epoch_step]
+    current = [entry for entry, step in steps if step > newest_epoch_step]
+    doomed = [entry for entry, _ in epochs[:-keep]] + superseded + current[:-keep]
     for entry in doomed:
         aside = _temp_path(save_dir, entry.name, "del")
         os.rename(entry, aside)  # a folder is gone at once, never half-deleted
