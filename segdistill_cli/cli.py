@@ -12,12 +12,33 @@ import sys
 from typing import Any, Sequence
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.22 vendors click as typer._click; older versions use click itself
+    from typer._click import Context
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import Context
+    from click import exceptions as click_errors
 
 from . import __version__, commands
-from .errors import SegDistillError
-from .commands._common import print_error, remember_argv
+from .errors import Interrupted, SegDistillError
+from .commands._common import print_error, print_line, remember_argv
+
+
+class _Group(TyperGroup):
+    """The root group. Typer turns a KeyboardInterrupt inside a command into a silent exit 130;
+    converting it here, around every (sub)command, lets `main` print its one line."""
+
+    def invoke(self, ctx: Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise Interrupted() from exc
+
 
 app = typer.Typer(
+    cls=_Group,
     name="segdistill",
     help="Knowledge distillation for semantic segmentation on PaddlePaddle: "
     "fetch | inspect-vars | train | eval, faithful to the legacy PaddleSeg recipe.",
@@ -76,21 +97,38 @@ def _hide_flag_placeholders(command: Any, help_names: list[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit code (0 ok, 1 failure, 2 usage/config error, 130 Ctrl-C)."""
+    """Run the CLI; return the exit code (errors.py: 0 ok, 1 failure while working, 2 usage /
+    config / input problem, 130 Ctrl-C). Every error is one line on stderr."""
     args = list(argv) if argv is not None else sys.argv[1:]
     remember_argv(args)
     try:
-        build_command()(args=args, prog_name="segdistill")
-    except SystemExit as exc:  # standalone mode always exits; usage errors arrive here as code 2
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    except SegDistillError as exc:
-        print_error(str(exc))
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print_error("interrupted")
+        code = build_command()(args=args, prog_name="segdistill", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help())
+        return 2
+    except click_errors.ClickException as exc:  # usage errors: one line, not rich's box
+        print_error(_usage_line(exc))
+        return 2
+    except typer.Abort:
+        print_line("interrupted")
         return 130
-    return 0
+    except Interrupted as exc:
+        print_line(str(exc))
+        return exc.exit_code
+    except SegDistillError as exc:
+        for line in getattr(exc, "lines", None) or [str(exc)]:
+            print_error(line)
+        return exc.exit_code
+    except KeyboardInterrupt:  # outside any command (e.g. while importing)
+        print_line("interrupted")
+        return 130
+    return code if isinstance(code, int) else 0
+
+
+def _usage_line(exc: click_errors.ClickException) -> str:
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return " ".join(exc.format_message().split()) + hint
 
 
 if __name__ == "__main__":  # pragma: no cover

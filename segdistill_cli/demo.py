@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .config import Configs, load_configs
-from .errors import SegDistillError
+from .errors import ConfigError
 
 MARKER = ".segdistill-demo"  # marks a folder written by the demo: safe to overwrite
 NUM_CLASSES = 5
@@ -164,7 +164,7 @@ def prepare_out_dir(out: Path) -> None:
     """Create `out`, or reuse one written by an earlier demo; never clobber a foreign folder."""
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).is_file():
-            raise SegDistillError(f"--out {out} exists, is not empty and was not written by "
+            raise ConfigError(f"--out {out} exists, is not empty and was not written by "
                                   "`segdistill demo`; choose another folder")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -250,7 +250,7 @@ def run_demo(out: str | Path = "segdistill_demo", size: str = "default", keep_da
     from .data.synthetic import write_synthetic_dataset
 
     if size not in SIZES:
-        raise SegDistillError(f"demo size {size!r} is not one of {', '.join(SIZES)}")
+        raise ConfigError(f"demo size {size!r} is not one of {', '.join(SIZES)}")
     stage = stage or log
     plan, out = SIZES[size], Path(out).resolve()
     result = DemoResult(str(out), size)

@@ -106,17 +106,17 @@ def check_model_dir(choice: ModelChoice, warn: Callable[[str], None] = _warn) ->
 
     path = choice.model_dir
     if not path.exists():
-        raise SegDistillError(f"model dir not found: {path} (from {choice.origin}; give a folder "
+        raise ConfigError(f"model dir not found: {path} (from {choice.origin}; give a folder "
                               "written by `segdistill train` or a pretrained model folder)")
     if path.is_dir() and not (path / PDPARAMS_FILE).is_file() and not any(path.iterdir()):
-        raise SegDistillError(f"model dir {path} is empty (expected {PDPARAMS_FILE} or one file "
+        raise ConfigError(f"model dir {path} is empty (expected {PDPARAMS_FILE} or one file "
                               "per parameter)")
     if verify_weights_path(path) is False:
         warn(f"{path}: its meta.json has no checksums (written by an earlier segdistill): "
              "not verified")
     report = check_structure(path, parameter_manifest(choice.cfg))
     if not report.ok:
-        raise SegDistillError(f"{choice.label} do not fit the {choice.role} model of "
+        raise ConfigError(f"{choice.label} do not fit the {choice.role} model of "
                               f"{choice.cfg.source}: {report.describe()}")
 
 

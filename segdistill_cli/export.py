@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 from .atomic import replace_dir
-from .errors import SegDistillError
+from .errors import ConfigError, SegDistillError
 from .palettes import class_names
 
 MODEL_PREFIX = "model"
@@ -122,7 +122,7 @@ def export_model(choice: Any, out_dir: str | os.PathLike, place: Any = None,
     paddle = import_paddle()
     out = Path(out_dir)
     if out.exists() and not _is_previous_export(out):
-        raise SegDistillError(f"--out {out} exists and is not a segdistill export (no "
+        raise ConfigError(f"--out {out} exists and is not a segdistill export (no "
                               f"{DEPLOY_FILE}); choose a new folder")
     check_model_dir(choice)
     place = place or paddle.CPUPlace()

@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import ConfigError, SegDistillError
+from .errors import ConfigError
 
 WORKER_ENV = "SEGDISTILL_WORKER"
 # Options consumed by the launcher (they must not reach the workers); all take a value.
@@ -140,15 +140,15 @@ def _cuda_facts(cuda_compiled: Optional[bool], gpu_count: Optional[int]) -> Tupl
 
 def _check_gpus(gpus: Tuple[int, ...], cuda_compiled: bool, gpu_count: int) -> None:
     if not cuda_compiled:
-        raise SegDistillError(
+        raise ConfigError(
             f"--gpus {','.join(map(str, gpus))}: this Paddle is the CPU-only build; install "
             "paddlepaddle-gpu==2.6.2 (CUDA 11.8) or drop --gpus")
     if gpu_count == 0:
-        raise SegDistillError("--gpus: Paddle has CUDA but sees no GPU (check the driver and "
+        raise ConfigError("--gpus: Paddle has CUDA but sees no GPU (check the driver and "
                               "CUDA_VISIBLE_DEVICES)")
     for gpu in gpus:
         if gpu >= gpu_count:
-            raise SegDistillError(f"--gpus: GPU {gpu} does not exist; {gpu_count} visible "
+            raise ConfigError(f"--gpus: GPU {gpu} does not exist; {gpu_count} visible "
                                   f"(ids 0..{gpu_count - 1}, counted after CUDA_VISIBLE_DEVICES)")
 
 
@@ -223,7 +223,7 @@ def worker_device(env: Mapping[str, str], cuda_compiled: bool) -> str:
         return "cpu"
     selected = env.get("FLAGS_selected_gpus", "0").split(",")[0].strip() or "0"
     if not selected.isdigit():
-        raise SegDistillError(f"FLAGS_selected_gpus={selected!r} is not a GPU index")
+        raise ConfigError(f"FLAGS_selected_gpus={selected!r} is not a GPU index")
     return f"gpu:{int(selected)}"
 
 
@@ -234,11 +234,11 @@ def worker_context(env: Optional[Mapping[str, str]] = None, device: str = "cpu")
         rank = int(env.get("PADDLE_TRAINER_ID", "0"))
         nranks = int(env.get("PADDLE_TRAINERS_NUM", "1"))
     except ValueError:
-        raise SegDistillError("PADDLE_TRAINER_ID / PADDLE_TRAINERS_NUM are not integers: "
+        raise ConfigError("PADDLE_TRAINER_ID / PADDLE_TRAINERS_NUM are not integers: "
                               f"{env.get('PADDLE_TRAINER_ID')!r} / "
                               f"{env.get('PADDLE_TRAINERS_NUM')!r}") from None
     if nranks < 1 or not 0 <= rank < nranks:
-        raise SegDistillError(f"bad launcher environment: rank {rank} of {nranks}")
+        raise ConfigError(f"bad launcher environment: rank {rank} of {nranks}")
     endpoints = tuple(e for e in env.get("PADDLE_TRAINER_ENDPOINTS", "").split(",") if e)
     return RunContext(rank=rank, nranks=nranks, device=device, endpoints=endpoints)
 
@@ -308,7 +308,7 @@ def convert_sync_batch_norm(program: Any, startup_program: Any) -> None:
         apply_build_strategy(program, startup_program, build, {"use_cuda": True})
     except RuntimeError as exc:
         if "sync_batch_norm" in str(exc) and "not registered" in str(exc):
-            raise SegDistillError("TRAIN.SYNC_BATCH_NORM needs the GPU build of Paddle "
+            raise ConfigError("TRAIN.SYNC_BATCH_NORM needs the GPU build of Paddle "
                                   "(sync_batch_norm is not in this one)") from None
         raise
 

@@ -87,7 +87,7 @@ def collect_inputs(cfg: Any, image: Optional[str] = None, list_file: Optional[st
     if image:
         path = Path(image)
         if not path.is_file():
-            raise SegDistillError(f"--image: file not found: {path}")
+            raise ConfigError(f"--image: file not found: {path}")
         return [PredictInput(path, path.stem)]
     if list_file:
         entries = read_list(list_file, cfg.DATASET.DATA_DIR, cfg.DATASET.SEPARATOR,
@@ -96,10 +96,10 @@ def collect_inputs(cfg: Any, image: Optional[str] = None, list_file: Optional[st
                              Path(e.label_path) if e.label_path else None) for e in entries]
     root = Path(directory)
     if not root.is_dir():
-        raise SegDistillError(f"--dir: folder not found: {root}")
+        raise ConfigError(f"--dir: folder not found: {root}")
     found = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not found:
-        raise SegDistillError(f"--dir: no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+        raise ConfigError(f"--dir: no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
     return [PredictInput(p, p.relative_to(root).with_suffix("").as_posix()) for p in found]
 
 

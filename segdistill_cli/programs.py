@@ -47,7 +47,7 @@ class BuiltProgram:
         name = self.aliases.get(alias_or_name, alias_or_name)
         block = self.main.global_block()
         if not block.has_var(name):
-            raise SegDistillError(f"{self.role} program has no variable or alias {alias_or_name!r}")
+            raise ConfigError(f"{self.role} program has no variable or alias {alias_or_name!r}")
         return block.var(name)
 
 

@@ -82,7 +82,7 @@ def test_cli_data_check_fails_on_broken_list(broken, capsys):
     code = main(["data", "check", "--cfg", str(ROOT / "configs" / "demo.yaml"), "--split", "train",
                  *sum((["--set", s] for s in _sets(broken, "broken.list")), [])])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2  # bad input data: exit 2 like every input problem
     assert "broken.list:3: image not found" in err and "broken.list:7: label values 200" in err
     assert "error: 4 bad line(s) among 8 lines checked; first:" in err
 

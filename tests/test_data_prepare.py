@@ -68,7 +68,7 @@ def test_cityscapes_conversion_lists_idempotency_and_force(tmp_path):
     Image.fromarray(np.zeros((8, 16), np.uint8)).save(victim)
     with pytest.raises(SegDistillError, match="lindau_000000_000019_gtFine_labelTrainIds.png exists"):
         prepare_cityscapes(tmp_path)
-    assert main(["data", "cityscapes", str(tmp_path)]) == 1
+    assert main(["data", "cityscapes", str(tmp_path)]) == 2  # would overwrite: refused
     assert main(["data", "cityscapes", str(tmp_path), "--force"]) == 0
     assert np.asarray(Image.open(victim))[0, :4].tolist() != [0, 0, 0, 0]
     assert not list(tmp_path.rglob(".*tmp*"))  # no temp files left behind
@@ -89,7 +89,7 @@ def test_lists_builder_pairs_by_stem_and_splits(tmp_path, capsys):
     assert every == sorted(f"img/sub/f{i}.jpg ann/sub/f{i}.png" for i in range(10))
     # An unpaired file is named.
     Image.new("L", (4, 4)).save(tmp_path / "ann" / "sub" / "orphan.png")
-    assert main(["data", "lists", str(tmp_path), "--images", "img", "--labels", "ann"]) == 1
+    assert main(["data", "lists", str(tmp_path), "--images", "img", "--labels", "ann"]) == 2
     err = capsys.readouterr().err
     assert "1 label(s) without image" in err and "orphan.png" in err
 

@@ -183,7 +183,7 @@ def test_bad_model_dir_is_one_clear_error(setup, tmp_path, capsys):
 
     _, _, data_dir, val_list = setup
     code = main(_cli_args(data_dir, val_list, "--model-dir", str(tmp_path / "nope")))
-    assert code == 1
+    assert code == 2
     err = capsys.readouterr().err
     assert "model dir not found" in err and str(tmp_path / "nope") in err
     assert len([line for line in err.splitlines() if line.strip()]) == 1
@@ -202,7 +202,7 @@ def test_missing_parameter_is_named(setup, tmp_path, capsys):
     broken = write_legacy_dir(tmp_path / "broken", arrays)
     code = main(_cli_args(data_dir, val_list, "--model-dir", str(broken)))
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2
     assert "conv1_1_bn_mean" in err and "logit/biases" in err and str(broken) in err
     # The strict load itself (not only the header pre-check) names it too.
     from segdistill_cli.engine.evaluator import Predictor

@@ -6,15 +6,16 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
+from rich.text import Text
 
 from ..config import Configs, Problem, fatal, load_configs, validate
-from ..errors import ConfigError
+from ..errors import ConfigError, combine
+from ..terminal import plain_console
 
 # Piped output (logs, CI) gets a wide fixed width instead of rich's 80 columns, so variable names
-# and shapes stay on one line.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# and shapes stay on one line. Both print verbatim (terminal.py); colour comes from `styled`.
+console = plain_console(width=None if sys.stdout.isatty() else 160)
+err_console = plain_console(stderr=True, soft_wrap=True)
 
 # Options shared by the commands that read configs. Legacy spellings are aliases.
 CFG_HELP = "Student config (legacy PaddleSeg YAML)."
@@ -51,29 +52,35 @@ def read_configs(cfg: Optional[Path], teacher_cfg: Optional[Path],
     return load_configs(cfg, teacher_cfg, sets or (), teacher_sets or ())
 
 
+def styled(tag: str, style: str, rest: str = "") -> Text:
+    """`tag` in `style`, then `rest` verbatim (no markup is ever parsed)."""
+    return Text.assemble((tag, style), rest)
+
+
 def print_error(message: str) -> None:
     """One line on stderr, never wrapped (scripts grep it)."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True,
-                      highlight=False, emoji=False)
+    err_console.print(styled("error:", "bold red", f" {message}"), soft_wrap=True)
+
+
+def print_line(message: str) -> None:
+    """A plain line on stderr (the Ctrl-C line)."""
+    err_console.print(Text(message), soft_wrap=True)
 
 
 def print_problems(problems: List[Problem]) -> None:
     for p in problems:
-        tag = "[red]error[/]" if p.fatal else "[yellow]warning[/]"
-        err_console.print(f"{tag}: {p}", soft_wrap=True, emoji=False)
+        tag, style = ("error", "red") if p.fatal else ("warning", "yellow")
+        err_console.print(styled(tag, style, f": {p}"), soft_wrap=True)
 
 
 def require_valid(configs: Configs, purpose: str, **kwargs) -> None:
     """The validate step every command runs before doing work: warnings are printed, fatal
-    problems become one error (listing them all)."""
+    problems become one error that prints them all, one line each."""
     problems = validate(configs, purpose, **kwargs)
     print_problems([p for p in problems if not p.fatal])
     bad = fatal(problems)
-    if len(bad) == 1:
-        raise ConfigError(str(bad[0]))
     if bad:
-        raise ConfigError(f"{len(bad)} problems: " + "; ".join(f"({i}) {p}" for i, p in
-                                                              enumerate(bad, start=1)))
+        raise combine([ConfigError(str(p)) for p in bad])
 
 
 _ARGV: List[str] = []

@@ -8,11 +8,11 @@ from typing import List, Optional
 import typer
 import yaml
 
-from ..config import validate, fatal, PURPOSES
+from ..config import PURPOSES
 from ..config.view import used_values
 from ..errors import ConfigError
-from ._common import (cfg_option, console, err_console, print_problems, read_configs, set_option,
-                      teacher_cfg_option, teacher_set_option)
+from ._common import (cfg_option, console, err_console, read_configs, require_valid, set_option,
+                      styled, teacher_cfg_option, teacher_set_option)
 
 ORDER = 90
 
@@ -34,7 +34,7 @@ def show(
              "teacher": used_values(configs.teacher, "teacher") if configs.teacher else None}
     for view in views.values():
         for note in view.notes if view else ():
-            err_console.print(f"note: {note}", markup=False, soft_wrap=True)
+            err_console.print(f"note: {note}", soft_wrap=True)
     resolved = {role: view.data if view else None for role, view in views.items()}
     if as_json:
         typer.echo(json.dumps(resolved, indent=2))
@@ -43,9 +43,8 @@ def show(
         if data is None:
             continue
         source = configs.student.source if role == "student" else configs.teacher.source
-        console.rule(f"[bold]{role}[/] ({source})")
-        console.print(yaml.safe_dump(data, sort_keys=False, default_flow_style=None), end="",
-                      markup=False)
+        console.rule(styled(role, "bold", f" ({source})"))
+        console.print(yaml.safe_dump(data, sort_keys=False, default_flow_style=None), end="")
 
 
 @config_app.command("check")
@@ -60,12 +59,8 @@ def check(
     if purpose not in PURPOSES:
         raise ConfigError(f"--purpose: {purpose!r} is not one of {', '.join(PURPOSES)}")
     configs = read_configs(cfg, teacher_cfg, set_, teacher_set)
-    problems = validate(configs, purpose)
-    print_problems(problems)
-    bad = fatal(problems)
-    if bad:
-        raise ConfigError(f"{len(bad)} problem(s) in the configs, first: {bad[0]}")
-    console.print("[green]ok[/]")
+    require_valid(configs, purpose)
+    console.print(styled("ok", "green"))
 
 
 def register(app: typer.Typer) -> None:

@@ -6,8 +6,10 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import SegDistillError
-from ._common import cfg_option, console, err_console, is_terminal, read_configs, set_option
+from ..errors import ConfigError
+from ..terminal import progress_bar
+from ._common import (cfg_option, console, err_console, is_terminal, read_configs, set_option,
+                      styled)
 
 ORDER = 80
 
@@ -34,12 +36,12 @@ def check(
     report = check_data(student, [split], max_errors=max_errors, sample=sample,
                         decode_images=decode, show_progress=is_terminal())
     for issue in report.issues:
-        err_console.print(f"[red]bad[/] {issue}", soft_wrap=True, emoji=False)
+        err_console.print(styled("bad", "red", f" {issue}"), soft_wrap=True)
     if report.issue_count > len(report.issues):
-        err_console.print(f"... and {report.issue_count - len(report.issues)} more", emoji=False)
+        err_console.print(f"... and {report.issue_count - len(report.issues)} more")
     if not report.ok:
-        raise SegDistillError(report.summary())
-    console.print(f"[green]ok[/] {report.summary()}", soft_wrap=True, emoji=False)
+        raise ConfigError(report.summary())
+    console.print(styled("ok", "green", f" {report.summary()}"), soft_wrap=True)
 
 
 @data_app.command("cityscapes")
@@ -50,18 +52,16 @@ def cityscapes(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Parallel conversions."),
 ) -> None:
     """Write *_gtFine_labelTrainIds.png (19 classes, rest 255) and train/val/test.list."""
-    from rich.progress import Progress
-
     from ..data.cityscapes import prepare_cityscapes
 
-    with Progress(disable=not is_terminal(), transient=True, console=err_console) as bar:
+    with progress_bar(disable=not is_terminal(), transient=True, console=err_console) as bar:
         task = bar.add_task("converting labels", total=None)
         report = prepare_cityscapes(root, force=force, workers=workers,
                                     progress=lambda done, total: bar.update(task, completed=done,
                                                                             total=total))
     counts = ", ".join(f"{split}.list {n} lines" for split, n in report.list_counts.items())
-    console.print(f"[green]ok[/] {len(report.written)} file(s) written, {len(report.unchanged)} "
-                  f"unchanged; {counts}", soft_wrap=True, emoji=False)
+    console.print(styled("ok", "green", f" {len(report.written)} file(s) written, "
+                         f"{len(report.unchanged)} unchanged; {counts}"), soft_wrap=True)
 
 
 @data_app.command("lists")
@@ -87,7 +87,7 @@ def lists(
                           out_prefix, separator)
     for split, path in written.items():
         count = sum(1 for _ in path.open(encoding="utf-8"))
-        console.print(f"[green]wrote[/] {path} ({count} lines)", soft_wrap=True, emoji=False)
+        console.print(styled("wrote", "green", f" {path} ({count} lines)"), soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

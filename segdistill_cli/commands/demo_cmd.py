@@ -5,8 +5,9 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from ._common import console
+from ._common import console, styled
 
 ORDER = 5
 
@@ -32,10 +33,10 @@ def demo(
 
     def log(message: str) -> None:
         if verbose or message.startswith(("[EVAL]", "warning")):
-            console.print(f"    [dim]{message}[/]", markup=True, highlight=False)
+            console.print(styled(f"    {message}", "dim"))
 
     def stage(message: str) -> None:
-        console.print(f"[bold cyan]>[/] {message}")
+        console.print(styled(">", "bold cyan", f" {message}"))
 
     result = run_demo(out, size=size, keep_data=keep, baseline=baseline, seed=seed, log=log,
                       stage=stage)
@@ -53,9 +54,9 @@ def _print_summary(result) -> None:
     rows = {r.name: r for r in result.rows}
     distilled, alone = rows.get("student (distilled)"), rows.get("student (no teacher)")
     if distilled and alone and distilled.miou is not None and alone.miou is not None:
-        console.print(f"distillation changed the student's val mIoU by "
-                      f"[bold]{distilled.miou - alone.miou:+.4f}[/] "
-                      f"({alone.miou:.4f} -> {distilled.miou:.4f})")
+        console.print(Text.assemble("distillation changed the student's val mIoU by ",
+                                    (f"{distilled.miou - alone.miou:+.4f}", "bold"),
+                                    f" ({alone.miou:.4f} -> {distilled.miou:.4f})"))
     if result.predictions_dir:
         console.print(f"pictures: {result.predictions_dir}/overlay/ "
                       f"({result.prediction_images} images: input | prediction | ground truth)")
@@ -63,10 +64,10 @@ def _print_summary(result) -> None:
     if result.data_kept:
         console.print("try next:")
         for command in result.commands:
-            console.print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
+            console.print(f"  {command}", soft_wrap=True)
     else:
-        console.print("[dim]the generated data was deleted; run with --keep to try the commands "
-                      "on the demo's configs yourself[/]")
+        console.print(styled("the generated data was deleted; run with --keep to try the commands "
+                             "on the demo's configs yourself", "dim"))
 
 
 def _num(value) -> str:

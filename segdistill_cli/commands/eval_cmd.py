@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ._common import (cfg_option, console, current_argv, err_console, model_dir_option,
-                      read_configs, require_valid, set_option, teacher_cfg_option,
+                      read_configs, require_valid, set_option, styled, teacher_cfg_option,
                       teacher_set_option)
 
 ORDER = 40
@@ -122,11 +122,9 @@ class _progress:
     def __enter__(self):
         if not self.out.is_terminal:
             return None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeRemainingColumn)
+        from ..terminal import progress_bar
 
-        self.bar = Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), console=self.out, transient=True)
+        self.bar = progress_bar(console=self.out, transient=True)
         self.bar.start()
         task = self.bar.add_task("eval", total=None)
         return lambda done, total: self.bar.update(task, completed=done, total=total)
@@ -156,9 +154,9 @@ def print_report(out: Console, result: Any, choice: Any) -> None:
         tta.append("flip")
     if tuple(result.scales) != (1.0,):
         tta.append("scales " + ",".join(f"{s:g}" for s in result.scales))
-    out.print(f"[bold]mIoU {m.mean_iou():.4f}[/] (mean over all {m.num_classes} classes; "
-              f"{m.mean_iou_present():.4f} over classes present)  acc {m.accuracy():.4f}  "
-              f"kappa {m.kappa():.4f}")
+    out.print(styled(f"mIoU {m.mean_iou():.4f}", "bold",
+                     f" (mean over all {m.num_classes} classes; {m.mean_iou_present():.4f} over "
+                     f"classes present)  acc {m.accuracy():.4f}  kappa {m.kappa():.4f}"))
     workers = f" on {result.shards} workers" if result.shards > 1 else ""
     out.print(f"{result.num_images} images in {result.seconds:.1f} s "
               f"({result.images_per_second:.2f} images/s{workers}); test-time augmentation: "

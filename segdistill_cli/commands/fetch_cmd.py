@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import ConfigError
-from ._common import console, err_console
+from ._common import console, err_console, styled
 
 ORDER = 10
 
@@ -48,13 +48,13 @@ def fetch(
     results = fetch_models(
         which or (), dest, mirror=mirror, urls=_pairs(url, "--url"),
         sha256s=_pairs(sha256, "--sha256"), from_files=_pairs(from_file, "--from"), force=force,
-        log=lambda text: err_console.print(text, markup=False, highlight=False))
+        log=lambda text: err_console.print(text))
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in results], indent=2))
         return
     for r in results:
-        console.print(f"[green]{r.status}[/] {r.name} -> {r.path} "
-                      f"({r.bytes} bytes, sha256 {r.sha256})", soft_wrap=True)
+        console.print(styled(r.status, "green", f" {r.name} -> {r.path} "
+                             f"({r.bytes} bytes, sha256 {r.sha256})"), soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
-from ._common import (cfg_option, console, read_configs, set_option, teacher_cfg_option,
+from ._common import (cfg_option, console, read_configs, set_option, styled, teacher_cfg_option,
                       teacher_set_option)
 
 ORDER = 20
@@ -51,7 +51,7 @@ def inspect_vars(
         from ..errors import ConfigError
 
         raise ConfigError("--suggest needs --teacher-cfg")
-    console.print(f"[dim]built in {result.build_seconds:.1f} s[/]")
+    console.print(styled(f"built in {result.build_seconds:.1f} s", "dim"))
 
 
 def _print_vars(title: str, infos, grep, op, params) -> None:
@@ -91,7 +91,7 @@ def _print_suggestions(pairs) -> None:
                       p.adapter or "-", p.reason)
     console.print(table)
     for i, p in enumerate(pairs, 1):
-        console.print(f"[bold]#{i}[/] paste into the student config:")
+        console.print(styled(f"#{i}", "bold", " paste into the student config:"))
         console.print(Syntax(p.yaml_block(), "yaml", theme="ansi_dark", background_color="default"))
 
 

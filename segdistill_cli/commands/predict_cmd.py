@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from ._common import (cfg_option, console, model_dir_option, read_configs, set_option,
+from ._common import (cfg_option, console, model_dir_option, read_configs, set_option, styled,
                       teacher_cfg_option, teacher_set_option)
 
 ORDER = 45
@@ -54,8 +54,8 @@ def predict_command(
     choice = choose_model(configs, model_dir, teacher)
     inputs = collect_inputs(choice.cfg, image, list_file, directory)
     if with_label and not any(i.label for i in inputs):
-        console.print("[yellow]warning:[/] --with-label: these inputs have no labels "
-                      "(labels come from a --list with 'image label' lines)")
+        console.print(styled("warning:", "yellow", " --with-label: these inputs have no labels "
+                             "(labels come from a --list with 'image label' lines)"))
     check_model_dir(choice)
     ctx = run_context(plan_launch(LaunchRequest(cpu=cpu), []))
     with _progress(len(inputs)) as progress:
@@ -77,10 +77,9 @@ class _progress:
     def __enter__(self):
         if not console.is_terminal:
             return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from ..terminal import progress_bar
 
-        self.bar = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(),
-                            console=console, transient=True)
+        self.bar = progress_bar(console=console, transient=True)
         self.bar.start()
         task = self.bar.add_task("predict", total=self.total)
         return lambda done, total: self.bar.update(task, completed=done)

@@ -30,6 +30,13 @@ def train(
                                         help="Legacy spelling of --do-eval."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Checkpoint folder, or 'auto' for "
                                          "the latest complete one in MODEL_SAVE_DIR."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a MODEL_SAVE_DIR "
+                                   "that holds a run: its run is deleted once pre-flight passed "
+                                   "(without this flag such a folder is refused)."),
+    allow_config_change: bool = typer.Option(False, "--allow-config-change", help="Resume even "
+                                             "though keys that change training differ from the "
+                                             "checkpoint's (they are listed and kept in "
+                                             "run.json)."),
     no_teacher: bool = typer.Option(False, "--no-teacher", help="Train the student config alone "
                                     "(the baseline; also how a teacher is trained)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Pre-flight + 3 real steps, print "
@@ -64,6 +71,7 @@ def train(
         do_eval=do_eval or legacy_do_eval, resume=resume, use_teacher=not no_teacher,
         dry_run=dry_run, seed=seed, vdl=vdl, check_data=check_data, preflight_only=preflight,
         allow_weak_teacher=allow_weak_teacher,
+        overwrite=overwrite, allow_config_change=allow_config_change,
         ips=ips, nnodes=nnodes, master=master, node_rank=node_rank,
     )
     if code:

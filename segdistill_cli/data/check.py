@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import SegDistillError
+from ..errors import ConfigError
 from .dataset import read_image, read_label
 from .lists import ListEntry, parse_image_list, parse_list
 
@@ -133,7 +133,7 @@ def split_lists(cfg: Any, splits: Iterable[str]) -> list[tuple[str, str]]:
     seen, out = set(), []
     for split in wanted:
         if split not in _LIST_KEYS:
-            raise SegDistillError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}, all")
+            raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}, all")
         path = cfg.DATASET[_LIST_KEYS[split]]
         key = os.path.abspath(path) if path else path
         if path and key not in seen:
@@ -146,7 +146,7 @@ def check_data(cfg: Any, splits: Sequence[str] = ("train", "val"), max_errors: i
                sample: int | None = None, decode_images: bool = False, workers: int | None = None,
                show_progress: bool = False, seed: int = 0) -> DataReport:
     """Check the list files of `splits`. `sample` checks a random (seeded) subset of N lines per
-    list. Missing list files raise SegDistillError at once; bad lines are collected in the report."""
+    list. Missing list files raise ConfigError at once; bad lines are collected in the report."""
     rules = _Rules(int(cfg.DATASET.NUM_CLASSES), int(cfg.DATASET.IGNORE_INDEX),
                    cfg.DATASET.IMAGE_TYPE, decode_images)
     report, issues, jobs = DataReport(), [], []
@@ -177,11 +177,11 @@ def check_data(cfg: Any, splits: Sequence[str] = ("train", "val"), max_errors: i
 
 
 def _run_parallel(jobs: list[ListEntry], rules: _Rules, workers: int | None, show_progress: bool):
-    from rich.progress import Progress
+    from ..terminal import progress_bar
 
     workers = workers or min(16, 4 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool, \
-            Progress(disable=not show_progress, transient=True) as progress:
+            progress_bar(disable=not show_progress, transient=True) as progress:
         task = progress.add_task("checking samples", total=len(jobs))
         for entry, result in zip(jobs, pool.map(lambda e: _check_entry(e, rules), jobs)):
             progress.advance(task)
@@ -190,14 +190,14 @@ def _run_parallel(jobs: list[ListEntry], rules: _Rules, workers: int | None, sho
 
 def require_valid_data(cfg: Any, splits: Sequence[str] = ("train", "val"), max_errors: int = 5,
                        show_progress: bool = False, **kwargs: Any) -> DataReport:
-    """The pre-flight check `train`/`eval` run: raises SegDistillError with a summary naming the
+    """The pre-flight check `train`/`eval` run: raises ConfigError with a summary naming the
     first bad line (the report's issues are in the exception's `report` attribute)."""
     for split, path in split_lists(cfg, splits):
         if not os.path.isfile(path):
-            raise SegDistillError(f"DATASET.{_LIST_KEYS[split]}: list file not found: {path}")
+            raise ConfigError(f"DATASET.{_LIST_KEYS[split]}: list file not found: {path}")
     report = check_data(cfg, splits, max_errors=max_errors, show_progress=show_progress, **kwargs)
     if not report.ok:
-        error = SegDistillError(report.summary())
+        error = ConfigError(report.summary())
         error.report = report  # type: ignore[attr-defined]
         raise error
     return report

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..atomic import atomic_open, write_text_atomic
-from ..errors import SegDistillError
+from ..errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -68,7 +68,7 @@ def convert_label(src: Path, force: bool = False) -> tuple[Path, bool]:
         if _existing_label_matches(dst, train_ids):
             return dst, False
         if not force:
-            raise SegDistillError(f"{dst} exists and differs from the conversion of {src.name}; "
+            raise ConfigError(f"{dst} exists and differs from the conversion of {src.name}; "
                                   "use --force to overwrite")
     with atomic_open(dst) as fh:
         Image.fromarray(train_ids, mode="L").save(fh, format="PNG")
@@ -81,7 +81,7 @@ def write_if_changed(path: Path, text: str, force: bool) -> bool:
         if path.read_text(encoding="utf-8") == text:
             return False
         if not force:
-            raise SegDistillError(f"{path} exists with different content; use --force to overwrite")
+            raise ConfigError(f"{path} exists with different content; use --force to overwrite")
     write_text_atomic(path, text)
     return True
 
@@ -102,7 +102,7 @@ def _split_lines(root: Path, split: str, separator: str) -> list[str]:
             orphans.append(image)
     if orphans:
         shown = ", ".join(str(p) for p in orphans[:5])
-        raise SegDistillError(f"{len(orphans)} {split} image(s) have no {TRAIN_ID_SUFFIX} label "
+        raise ConfigError(f"{len(orphans)} {split} image(s) have no {TRAIN_ID_SUFFIX} label "
                               f"(and no {LABEL_ID_SUFFIX} to convert): {shown}")
     return lines
 
@@ -114,7 +114,7 @@ def prepare_cityscapes(root: str | os.PathLike, force: bool = False, workers: in
     `progress(done, total)` is called after each converted label."""
     root = Path(root)
     if not (root / "leftImg8bit").is_dir():
-        raise SegDistillError(f"{root} does not look like Cityscapes: no leftImg8bit/ folder")
+        raise ConfigError(f"{root} does not look like Cityscapes: no leftImg8bit/ folder")
     sources = sorted(p for split in SPLITS
                      for p in (root / "gtFine" / split).glob(f"*/*{LABEL_ID_SUFFIX}"))
     report = PrepareReport()

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..errors import SegDistillError
+from ..errors import ConfigError, SegDistillError
 from .lists import ListEntry, read_image_list, read_list
 from .transforms import AugParams, EvalSizeError, eval_transform, normalize, train_transform
 
@@ -95,12 +95,12 @@ class SegDataset:
             read_entries(cfg, self.list_file) if labelled else
             read_image_list(self.list_file, cfg.DATASET.DATA_DIR, cfg.DATASET.SEPARATOR))
         if mode == "train" and len(self.entries) < nranks:
-            raise SegDistillError(f"{self.list_file} has {len(self.entries)} samples, fewer than "
+            raise ConfigError(f"{self.list_file} has {len(self.entries)} samples, fewer than "
                                   f"the {nranks} trainers")
         crop = self.params.train_crop if mode == "train" else self.params.eval_crop
         if len(crop) != 2:
             key = "TRAIN_CROP_SIZE" if mode == "train" else "EVAL_CROP_SIZE"
-            raise SegDistillError(f"{key} is not set: give (width, height)")
+            raise ConfigError(f"{key} is not set: give (width, height)")
 
     # ---- which samples, in which order ----------------------------------------------------------
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..atomic import write_text_atomic
-from ..errors import SegDistillError
+from ..errors import ConfigError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -70,9 +70,9 @@ def parse_list(path: str | os.PathLike, data_dir: str | os.PathLike, separator: 
         with open(path, encoding="utf-8") as handle:
             lines = handle.read().splitlines()
     except FileNotFoundError:
-        raise SegDistillError(f"list file not found: {path}") from None
+        raise ConfigError(f"list file not found: {path}") from None
     except UnicodeDecodeError as exc:
-        raise SegDistillError(f"list file {path} is not UTF-8: {exc}") from None
+        raise ConfigError(f"list file {path} is not UTF-8: {exc}") from None
     entries, bad = [], []
     for number, text in enumerate(lines, start=1):
         if not text.strip():
@@ -97,9 +97,9 @@ def read_list(path: str | os.PathLike, data_dir: str | os.PathLike, separator: s
 def _entries_or_raise(path: str | os.PathLike, entries: list[ListEntry],
                       bad: list[BadLine]) -> list[ListEntry]:
     if bad:
-        raise SegDistillError(str(bad[0]) + (f" (and {len(bad) - 1} more bad lines)" if len(bad) > 1 else ""))
+        raise ConfigError(str(bad[0]) + (f" (and {len(bad) - 1} more bad lines)" if len(bad) > 1 else ""))
     if not entries:
-        raise SegDistillError(f"list file {path} has no samples")
+        raise ConfigError(f"list file {path} has no samples")
     return entries
 
 
@@ -146,7 +146,7 @@ def _files_by_stem(folder: Path) -> dict[str, Path]:
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
             stem = str(path.relative_to(folder).with_suffix(""))
             if stem in found:
-                raise SegDistillError(f"two files share the stem {stem!r}: {found[stem]} and {path}")
+                raise ConfigError(f"two files share the stem {stem!r}: {found[stem]} and {path}")
             found[stem] = path
     return found
 
@@ -156,7 +156,7 @@ def pair_by_stem(images_dir: Path, labels_dir: Path) -> list[tuple[Path, Path]]:
     Raises naming the unpaired files (up to 5 per side)."""
     for folder in (images_dir, labels_dir):
         if not folder.is_dir():
-            raise SegDistillError(f"directory not found: {folder}")
+            raise ConfigError(f"directory not found: {folder}")
     images, labels = _files_by_stem(images_dir), _files_by_stem(labels_dir)
     lonely_images = sorted(set(images) - set(labels))
     lonely_labels = sorted(set(labels) - set(images))
@@ -168,9 +168,9 @@ def pair_by_stem(images_dir: Path, labels_dir: Path) -> list[tuple[Path, Path]]:
         if lonely_labels:
             parts.append(f"{len(lonely_labels)} label(s) without image: "
                          + ", ".join(str(labels[s]) for s in lonely_labels[:5]))
-        raise SegDistillError("; ".join(parts))
+        raise ConfigError("; ".join(parts))
     if not images:
-        raise SegDistillError(f"no images found in {images_dir}")
+        raise ConfigError(f"no images found in {images_dir}")
     return [(images[s], labels[s]) for s in sorted(images)]
 
 
@@ -179,9 +179,9 @@ def parse_ratios(text: str) -> list[float]:
     try:
         ratios = [float(x) for x in text.split(",")]
     except ValueError:
-        raise SegDistillError(f"--split-ratio {text!r}: expected numbers like 0.8,0.2") from None
+        raise ConfigError(f"--split-ratio {text!r}: expected numbers like 0.8,0.2") from None
     if len(ratios) not in (2, 3) or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
-        raise SegDistillError(f"--split-ratio {text!r}: give 2 or 3 non-negative ratios summing to 1")
+        raise ConfigError(f"--split-ratio {text!r}: give 2 or 3 non-negative ratios summing to 1")
     return ratios
 
 
@@ -203,10 +203,10 @@ def build_lists(root: Path, images_dir: Path, labels_dir: Path, ratios: Sequence
         try:
             rel.append((image.relative_to(root).as_posix(), label.relative_to(root).as_posix()))
         except ValueError:
-            raise SegDistillError(f"{image} / {label} are not inside ROOT {root}; list paths are "
+            raise ConfigError(f"{image} / {label} are not inside ROOT {root}; list paths are "
                                   "relative to ROOT (DATASET.DATA_DIR)") from None
     if any(separator in part for pair in rel for part in pair):
-        raise SegDistillError(f"a path contains the separator {separator!r}; choose another --separator")
+        raise ConfigError(f"a path contains the separator {separator!r}; choose another --separator")
     random.Random(seed).shuffle(rel)
     written: dict[str, Path] = {}
     start = 0

@@ -514,6 +514,11 @@ def prune(save_dir: str | os.PathLike, keep: int) -> List[str]:
     return [e.name for e in doomed]
 
 
+def is_temp_entry(name: str) -> bool:
+    """A writer's temporary or set-aside folder (`.<name>.tmp-<pid>`, `.<name>.old-<pid>`)."""
+    return _TEMP_RE.match(name) is not None
+
+
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True

@@ -17,7 +17,7 @@ from ..config import Configs
 from ..distill.build import DistillLosses, add_distill_losses
 from ..distill.merge import check_teacher_frozen, merge_teacher
 from ..distill.pairs import ResolvedPair, resolve_pairs
-from ..errors import SegDistillError
+from ..errors import ConfigError
 from ..launcher import RunContext, distributed_optimizer
 from ..paddle_env import import_paddle
 from ..programs import (BuiltProgram, build_student_train, build_teacher, crop_hw,
@@ -88,7 +88,7 @@ def plan_pairs(configs: Configs, student: BuiltProgram, teacher: BuiltProgram) -
 def build_teacher_program(configs: Configs, student: BuiltProgram) -> BuiltProgram:
     """The teacher, fed the student's image (same shape), in inference mode."""
     if configs.teacher is None:
-        raise SegDistillError("distillation needs --teacher-cfg (or pass --no-teacher)")
+        raise ConfigError("distillation needs --teacher-cfg (or pass --no-teacher)")
     return build_teacher(configs.teacher, list(student.image.shape))
 
 
@@ -99,7 +99,7 @@ def load_teacher(configs: Configs, teacher: BuiltProgram, exe: Any, place: Any,
     paddle = import_paddle()
     teacher_dir = configs.teacher.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR
     if not teacher_dir:
-        raise SegDistillError("SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR is not set in the teacher "
+        raise ConfigError("SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR is not set in the teacher "
                               "config: the teacher's weights are required")
     teacher_scope = paddle.static.Scope()
     exe.run(teacher.startup, scope=teacher_scope)

@@ -63,7 +63,8 @@ class StopRequest:
 
 
 def resume_command(argv: Sequence[str]) -> str:
-    """The command that continues this run: the same arguments with `--resume auto`."""
+    """The command that continues this run: the same arguments with `--resume auto` instead of
+    any --resume or --overwrite (an overwrite would delete what is to be continued)."""
     args, skip = [], False
     for arg in argv:
         if skip:
@@ -72,7 +73,7 @@ def resume_command(argv: Sequence[str]) -> str:
         if arg == "--resume":
             skip = True
             continue
-        if arg.startswith("--resume="):
+        if arg.startswith("--resume=") or arg == "--overwrite":
             continue
         args.append(arg)
     return shlex.join(["segdistill", *args, "--resume", "auto"])

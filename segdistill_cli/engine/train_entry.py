@@ -6,8 +6,9 @@ from typing import Optional, Sequence
 
 from ..config import Configs
 from ..data.check import check_data_mode
+from ..errors import ConfigError, Interrupted
 from ..launcher import LaunchRequest, per_rank_batch, plan_launch, run_context, run_launch
-from .preemption import Preempted
+from .preemption import Preempted, resume_command
 from .trainer import Trainer, TrainOptions
 
 
@@ -16,11 +17,14 @@ def run_train(configs: Configs, argv: Sequence[str], gpus: Optional[str] = None,
               resume: Optional[str] = None, use_teacher: bool = True, dry_run: bool = False,
               seed: Optional[int] = None, vdl: bool = False, check_data: str = "sample",
               preflight_only: bool = False, allow_weak_teacher: bool = False,
+              overwrite: bool = False, allow_config_change: bool = False,
               ips: Optional[str] = None, nnodes: Optional[int] = None,
               master: Optional[str] = None, node_rank: Optional[int] = None) -> int:
     """Run training here, or re-run this command under paddle.distributed.launch (one worker per
     GPU). Returns the exit code."""
     check_data_mode(check_data)  # here too: before any worker is launched
+    if overwrite and resume:
+        raise ConfigError("--overwrite and --resume contradict each other: choose one")
     save_dir = Path(configs.student.TRAIN.MODEL_SAVE_DIR or ".")
     request = LaunchRequest(gpus=gpus, cpu=force_cpu, ips=ips, nnodes=nnodes, master=master,
                             node_rank=node_rank, log_dir=str(save_dir / "launch_logs"))
@@ -34,10 +38,26 @@ def run_train(configs: Configs, argv: Sequence[str], gpus: Optional[str] = None,
     options = TrainOptions(use_teacher=use_teacher, do_eval=do_eval, log_steps=log_steps,
                            seed=seed, resume=resume, dry_run=dry_run, vdl=vdl,
                            check_data=check_data, preflight_only=preflight_only,
-                           allow_weak_teacher=allow_weak_teacher, argv=list(argv))
+                           allow_weak_teacher=allow_weak_teacher, overwrite=overwrite,
+                           allow_config_change=allow_config_change, argv=list(argv))
     try:
         Trainer(configs, options, run_context(plan)).run()
     except Preempted as stop:  # a requested stop, not an error: its line, then exit 143
         print(stop, flush=True)
         return stop.exit_code
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_line(save_dir, argv)) from None
     return 0
+
+
+def interrupted_line(save_dir: Path, argv: Sequence[str]) -> str:
+    """What Ctrl-C leaves behind and the command that continues from it."""
+    from .checkpoints import latest_checkpoint, read_meta
+
+    latest = latest_checkpoint(save_dir) if save_dir.is_dir() else None
+    if latest is None:
+        return (f"interrupted: no complete checkpoint in {save_dir} yet; start again with: "
+                + resume_command(argv))
+    epoch = (read_meta(latest) or {}).get("epoch")
+    return (f"interrupted: last complete checkpoint {latest} (epoch {epoch}); resume with: "
+            + resume_command(argv))

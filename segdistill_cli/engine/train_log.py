@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import SegDistillError
+from ..errors import ConfigError
 
 
 class TrainLogger:
@@ -32,11 +32,14 @@ class TrainLogger:
         self._progress = None
         self._task = None
         if is_main and sys.stdout.isatty():
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, TimeRemainingColumn
 
-            self._progress = Progress(TextColumn("[bold]train"), BarColumn(),
-                                      TextColumn("{task.completed}/{task.total}"),
-                                      TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+            from ..terminal import plain_console, progress_bar, text_column
+
+            self._progress = progress_bar(text_column("train", "bold"), BarColumn(),
+                                          text_column("{task.completed}/{task.total}"),
+                                          TimeRemainingColumn(), text_column("{task.fields[info]}"),
+                                          console=plain_console())
             self._task = self._progress.add_task("train", total=self.total_steps, info="")
             self._progress.start()
 
@@ -69,7 +72,7 @@ class TrainLogger:
                 f"{losses} step/sec={speed:.3f} | ETA {_hms(eta)}"
                 + (f" + {unmeasured_evals} eval(s)" if unmeasured_evals else ""))
         if self._progress is not None:
-            self._progress.console.print(line, highlight=False)
+            self._progress.console.print(line)
         else:
             self.echo(line)
         self._window, self._window_steps = {}, 0
@@ -131,7 +134,7 @@ def _vdl_writer(logdir: Path) -> Any:
     try:
         from visualdl import LogWriter
     except ImportError:
-        raise SegDistillError("--vdl needs VisualDL: pip install 'segdistill[vdl]' "
+        raise ConfigError("--vdl needs VisualDL: pip install 'segdistill[vdl]' "
                               "(or pip install visualdl)") from None
     return LogWriter(logdir=str(logdir))
 

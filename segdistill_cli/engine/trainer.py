@@ -14,9 +14,7 @@ so a run resumed from any checkpoint computes the same steps as the uninterrupte
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import platform
 import random
 import resource
@@ -29,15 +27,15 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from .. import __version__
-from ..atomic import write_text_atomic
 from ..config import Configs
+from ..config.diff import training_changes
 from ..data.check import preflight_data
 from ..data.loader import BatchLoader, default_prefetch
 from ..data.mixed import check_unlabeled_split, schedule_images, train_set as build_train_set
-from ..errors import ConfigError, SegDistillError
+from ..errors import ConfigError, SegDistillError, combine
 from ..launcher import RunContext, per_rank_batch
 from ..weights import load_weights
-from . import checkpoints
+from . import checkpoints, run_dir
 from .evaluator import Evaluator
 from .teacher_check import TeacherCheck, check_teacher, enforce
 from .graph import (TrainGraph, build_teacher_program, build_train_graph, plan_pairs,
@@ -119,6 +117,8 @@ class Trainer:
         self.seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
         self.resume_from: Optional[Path] = None
         self.resume_meta: dict[str, Any] = {}
+        self.config_changes: list[str] = []  # allowed with --allow-config-change; in run.json
+        self.clear_old_run = False  # --overwrite (or resume auto with nothing to resume)
         self.graph: Optional[TrainGraph] = None  # set by run(); tests and benchmarks inspect it
         self.teacher_check: Optional[TeacherCheck] = None  # set by preflight() when distilling
 
@@ -141,10 +141,11 @@ class Trainer:
             errors += self._check_data()
         errors += self._check_batch_and_save_dir()
         errors += self._check_resume()
+        errors += self._check_existing_run()
         if self.options.use_teacher and not fatal(problems):
             errors += self._check_teacher_weights()
         if errors:
-            raise _combined(errors)
+            raise combine(errors)
         student = seeded_student(self.cfg, self.seed)
         teacher, pairs = None, []
         if self.options.use_teacher:
@@ -190,8 +191,8 @@ class Trainer:
         except SegDistillError as exc:
             return [exc]
         if not report.ok:
-            return [SegDistillError("teacher weights (SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR) do "
-                                    f"not fit the teacher config: {report.describe()}")]
+            return [ConfigError("teacher weights (SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR) do "
+                                f"not fit the teacher config: {report.describe()}")]
         return []
 
     def _check_batch_and_save_dir(self) -> list[SegDistillError]:
@@ -206,10 +207,26 @@ class Trainer:
                 import visualdl  # noqa: F401
             except ImportError:
                 errors.append(ConfigError("--vdl needs VisualDL: pip install 'segdistill[vdl]'"))
-        if self.ctx.is_main and not _writable(self.save_dir):
-            errors.append(ConfigError(f"TRAIN.MODEL_SAVE_DIR: cannot create or write to "
-                                      f"{self.save_dir}"))
+        if self.ctx.is_main and self.cfg.TRAIN.MODEL_SAVE_DIR:
+            reason = run_dir.probe_writable(self.save_dir)
+            if reason:
+                errors.append(ConfigError(f"TRAIN.MODEL_SAVE_DIR: cannot create or write to "
+                                          f"{self.save_dir} ({reason})"))
         return errors
+
+    def _check_existing_run(self) -> list[SegDistillError]:
+        """A fresh start into a folder that holds a run is refused (nothing is written) unless
+        --overwrite; the old run is then cleared just before the new one writes."""
+        if self.resume_from is not None or self.options.dry_run or not self.ctx.is_main:
+            return []
+        existing = run_dir.find_run(self.save_dir)
+        if existing is None:
+            return []
+        if self.options.overwrite or self.options.resume == "auto":
+            self.clear_old_run = True
+            return []
+        return [ConfigError(f"TRAIN.MODEL_SAVE_DIR: {existing.describe()}; continue it with "
+                            "--resume auto, or start over with --overwrite")]
 
     def _check_resume(self) -> list[SegDistillError]:
         resume = self.options.resume
@@ -237,7 +254,44 @@ class Trainer:
         self.resume_meta = meta
         if self.options.seed is None and "seed" in meta:
             self.seed = int(meta["seed"])  # same data order and augmentation as the first run
-        return []
+        return self._check_resume_config(meta)
+
+    def _check_resume_config(self, meta: dict[str, Any]) -> list[SegDistillError]:
+        """A resume continues the same training: any key that changes it must be as it was."""
+        stored = meta.get("config")
+        if not isinstance(stored, dict):  # a checkpoint from before configs were stored
+            if meta.get("config_digest") in (None, checkpoints.config_digest(self.cfg)):
+                return []
+            changes = ["the student config (its digest differs; this checkpoint stores no "
+                       "per-key record)"]
+        else:
+            changes = [f"{key} {old!r} -> {new!r}" for key, old, new in
+                       self._config_changes(stored)]
+        if not changes:
+            return []
+        self.config_changes = changes
+        listing = ", ".join(changes)
+        if self.options.allow_config_change:
+            self.echo(f"warning: resuming with changed training settings (--allow-config-change): "
+                      f"{listing}")
+            return []
+        return [ConfigError(f"--resume: {self.resume_from} was trained with other settings: "
+                            f"{listing}; resume with the same config, or pass "
+                            "--allow-config-change to continue with the new one")]
+
+    def _config_changes(self, stored: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+        changes = training_changes(stored.get("student") or {}, self.cfg.to_plain())
+        use_teacher = self.options.use_teacher and self.configs.teacher is not None
+        if bool(stored.get("use_teacher")) != use_teacher:
+            changes.append(("--no-teacher", not stored.get("use_teacher"), not use_teacher))
+        elif use_teacher:
+            changes += [(f"teacher {key}", old, new) for key, old, new in training_changes(
+                stored.get("teacher") or {}, self.configs.teacher.to_plain(), teacher=True)]
+        stored_seed = self.resume_meta.get("seed")
+        if self.options.seed is not None and stored_seed is not None \
+                and int(stored_seed) != self.options.seed:
+            changes.append(("--seed", int(stored_seed), self.options.seed))
+        return changes
 
     # ---- the run -------------------------------------------------------------------------------
 
@@ -256,7 +310,7 @@ class Trainer:
         loader = BatchLoader(train_set, batch, workers,
                              default_prefetch(int(self.cfg.DATALOADER.BUF_SIZE), workers))
         if loader.num_batches(0) == 0:
-            raise SegDistillError(f"DATASET.TRAIN_FILE_LIST has {len(train_set)} samples for this "
+            raise ConfigError(f"DATASET.TRAIN_FILE_LIST has {len(train_set)} samples for this "
                                   f"trainer, fewer than one batch of {batch}")
         start = self._init_student(graph, loader.num_batches(0))
         with loader:
@@ -361,8 +415,7 @@ class Trainer:
         state = RunState(int(self.resume_meta.get("global_step", 0)),
                          self.resume_meta.get("best_miou"), self.resume_from)
         if ctx.is_main:
-            self.save_dir.mkdir(parents=True, exist_ok=True)
-            checkpoints.clean_stale(self.save_dir)
+            self._prepare_save_dir()
             self._write_run_json(graph, steps_per_epoch)
         epochs = range(start.epoch, num_epochs + 1)
         snapshot = int(cfg.TRAIN.SNAPSHOT_EPOCH)
@@ -455,15 +508,27 @@ class Trainer:
                          f"{steps_per_epoch}); checkpoint: {state.last_good}; resume with: "
                          f"{resume_command(self.options.argv)}")
 
+    def _prepare_save_dir(self) -> None:
+        if self.clear_old_run and self.save_dir.is_dir():
+            removed = run_dir.clear_run(self.save_dir)
+            why = "--overwrite" if self.options.overwrite else "resume auto found no checkpoint"
+            self.echo(f"{why}: removed the earlier run in {self.save_dir} ({removed} entries)")
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        checkpoints.clean_stale(self.save_dir)
+
     def _save(self, graph: TrainGraph, name: Any, pos: Position, state: RunState,
               steps_per_epoch: int) -> None:
         """Rank 0: write checkpoint `name` at `pos`, then apply the retention rule."""
         if not self.ctx.is_main:
             return
+        use_teacher = self.options.use_teacher and self.configs.teacher is not None
         meta = {"epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch,
                 "steps_per_epoch": steps_per_epoch, "global_step": state.global_step,
                 "best_miou": state.best, "seed": self.seed,
-                "config_digest": checkpoints.config_digest(self.cfg)}
+                "config_digest": checkpoints.config_digest(self.cfg),
+                # what `--resume` compares against (config/diff.py)
+                "config": {"student": self.cfg.to_plain(), "use_teacher": use_teacher,
+                           "teacher": self.configs.teacher.to_plain() if use_teacher else None}}
         with self._disk_errors(name):
             path = checkpoints.save_checkpoint(graph.main, graph.scope, self.save_dir, name, meta,
                                                lr_scheduler=graph.lr_scheduler)
@@ -506,48 +571,36 @@ class Trainer:
 
         import paddle
 
-        record = {
+        invocation = {
             "command": ["segdistill", *self.options.argv],
-            "student": self.configs.student.to_plain(),
-            "teacher": self.configs.teacher.to_plain() if self.configs.teacher and
-            self.options.use_teacher else None,
-            "distill_pairs": [p.describe() for p in graph.pairs],
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "resumed_from": str(self.resume_from) if self.resume_from else None,
+            "config_changes": self.config_changes,
             "teacher_check": self.teacher_check.to_json() if self.teacher_check else None,
             "versions": {"segdistill": __version__, "paddle": paddle.__version__,
                          "paddleslim": version("paddleslim"),
                          "numpy": np.__version__, "python": platform.python_version()},
             "device": self.ctx.device, "num_trainers": self.ctx.nranks,
+        }
+        first_start = {
+            **{k: invocation[k] for k in ("command", "versions", "device", "num_trainers",
+                                          "teacher_check")},
+            "student": self.configs.student.to_plain(),
+            "teacher": self.configs.teacher.to_plain() if self.configs.teacher and
+            self.options.use_teacher else None,
+            "distill_pairs": [p.describe() for p in graph.pairs],
             "global_batch": int(self.cfg.BATCH_SIZE),
             "per_trainer_batch": per_rank_batch(int(self.cfg.BATCH_SIZE), self.ctx.nranks),
             "steps_per_epoch": steps_per_epoch, "seed": self.seed,
-            "resumed_from": str(self.resume_from) if self.resume_from else None,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "resumed_from": invocation["resumed_from"], "started": invocation["started"],
         }
-        write_text_atomic(self.save_dir / "run.json", json.dumps(record, indent=2))
+        run_dir.record_invocation(self.save_dir, first_start, invocation,
+                                  resumed=self.resume_from is not None)
 
 
 def _is_snapshot(epoch: int, snapshot_epoch: int, num_epochs: int) -> bool:
     """Epochs that end with a checkpoint (and an eval with --do-eval): every SNAPSHOT_EPOCH, the last."""
     return epoch % snapshot_epoch == 0 or epoch == num_epochs
-
-
-def _writable(folder: Path) -> bool:
-    """Whether `folder` exists as a writable directory or could be created (nothing is created)."""
-    path = folder.absolute()
-    while not path.exists():
-        if path.parent == path:
-            return False
-        path = path.parent
-    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
-
-
-def _combined(errors: list[SegDistillError]) -> SegDistillError:
-    """One error for all pre-flight problems; a config/usage error (exit 2) if any of them is."""
-    if len(errors) == 1:
-        return errors[0]
-    listing = "; ".join(f"({i}) {e}" for i, e in enumerate(errors, start=1))
-    kind = ConfigError if any(isinstance(e, ConfigError) for e in errors) else SegDistillError
-    return kind(f"pre-flight found {len(errors)} problems: {listing}")
 
 
 def _check_finite(values: dict[str, float], epoch: int, step: int, last_good: Optional[Path]) -> None:

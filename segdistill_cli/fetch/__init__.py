@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from ..errors import SegDistillError
+from ..errors import ConfigError, SegDistillError
 from ..weights import check_structure
 from .http_download import (CHUNK, Downloaded, FetchInterrupted, _os_error, download,
                        sha256_file)
@@ -87,10 +87,10 @@ def fetch_models(names: Sequence[str] = (), dest: str | os.PathLike = DEFAULT_DE
         force=force, **options)
     for name, digest in opts.sha256s.items():
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise SegDistillError(f"--sha256 for {name}: {digest!r} is not a 64-digit hex sha256")
+            raise ConfigError(f"--sha256 for {name}: {digest!r} is not a 64-digit hex sha256")
     for name, file in opts.from_files.items():
         if not file.is_file():
-            raise SegDistillError(f"--from for {name}: file not found: {file}")
+            raise ConfigError(f"--from for {name}: file not found: {file}")
     try:
         opts.dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

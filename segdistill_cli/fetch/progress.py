@@ -46,13 +46,13 @@ class RichProgress:
     """Size, speed and ETA bar (rich) on stderr, so `--json` on stdout stays clean."""
 
     def start(self, label: str, total: Optional[int], done: int) -> None:
-        from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                   TimeRemainingColumn, TransferSpeedColumn)
+        from rich.progress import (BarColumn, DownloadColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                            TransferSpeedColumn(), TimeRemainingColumn(),
-                            console=Console(stderr=True), transient=False)
+        from ..terminal import progress_bar, text_column
+
+        self.bar = progress_bar(text_column("{task.description}"), BarColumn(), DownloadColumn(),
+                                TransferSpeedColumn(), TimeRemainingColumn(), transient=False)
         self.bar.start()
         self.task = self.bar.add_task(label, total=total, completed=done)
 

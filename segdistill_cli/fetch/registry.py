@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..errors import SegDistillError
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def model_name(name: str, where: str = "model") -> str:
     if name in ROLES:
         return ROLES[name]
     known = ", ".join(["all", *ROLES, *REGISTRY])
-    raise SegDistillError(f"unknown {where} {name!r} (known: {known})")
+    raise ConfigError(f"unknown {where} {name!r} (known: {known})")
 
 
 def select_models(which: Sequence[str] = ()) -> list[ModelSpec]:

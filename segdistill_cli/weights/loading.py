@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..errors import SegDistillError
+from ..errors import ConfigError, SegDistillError
 from .sources import open_weights
 from .structure import _listing
 
@@ -99,7 +99,7 @@ def load_weights(program: Any, path: str | os.PathLike, *, scope: Any, place: An
     path = Path(path)
     if not path.exists():
         if strict:
-            raise SegDistillError(f"{label} not found: {path} does not exist")
+            raise ConfigError(f"{label} not found: {path} does not exist")
         report = LoadReport(str(path), found=False)
         emit(report.summary())
         return report
@@ -131,7 +131,7 @@ def load_weights(program: Any, path: str | os.PathLike, *, scope: Any, place: An
     wanted = {file_name for _, file_name in candidates}
     report.unexpected = [n for n in source.names() if n not in wanted]
     if strict and (report.missing or report.mismatched):
-        raise SegDistillError(_strict_message(label, path, report))
+        raise ConfigError(_strict_message(label, path, report))
     # Values are set with numpy rather than `paddle.static.load_vars`: one code path serves legacy
     # directories and pdparams alike, file names may differ from variable names (`teacher_`
     # prefix after merge), the headers were already validated above, and it behaves the same

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
-from ..errors import SegDistillError
+from ..errors import ConfigError, SegDistillError
 from .tensor_format import TensorInfo, read_tensor, read_tensor_info
 
 PDPARAMS_FILE = "model.pdparams"
@@ -110,7 +110,7 @@ def open_weights(path: str | os.PathLike) -> WeightSource:
         if (path / PDPARAMS_FILE).is_file():
             return PdparamsWeights(path / PDPARAMS_FILE)
         return LegacyDirWeights(path)
-    raise SegDistillError(f"weights not found: {path} does not exist")
+    raise ConfigError(f"weights not found: {path} does not exist")
 
 
 def scan_weights(path: str | os.PathLike,
