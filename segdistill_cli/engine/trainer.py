@@ -58,6 +58,8 @@ class TrainOptions:
     check_data: str = "sample"  # sample | full | off
     preflight_only: bool = False  # run every check, build the programs, then stop
     allow_weak_teacher: bool = False  # a failed teacher check warns instead of stopping
+    overwrite: bool = False  # replace a run already in MODEL_SAVE_DIR (else: refused)
+    allow_config_change: bool = False  # resume although training keys changed
     argv: list[str] = field(default_factory=list)
 
 
