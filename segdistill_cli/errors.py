@@ -32,6 +32,7 @@ class Problems(SegDistillError):
     each. Exit 2 when any of them is a usage/config/input problem, else 1."""
 
     def __init__(self, problems: "list[SegDistillError | str]"):
+        self.problems = list(problems)
         self.lines = [str(p) for p in problems]
         self.exit_code = max((p.exit_code if isinstance(p, SegDistillError) else 2)
                              for p in problems)

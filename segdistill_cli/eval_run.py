@@ -89,7 +89,7 @@ def choose_model(configs: Configs, model_dir: Optional[str | os.PathLike] = None
         raise ConfigError(f"no model to load: give --model-dir or set {key} in {cfg.source}")
     if model_dir:
         return ModelChoice(cfg, Path(model_dir), role)
-    return ModelChoice(cfg, Path(default), role, origin=key)
+    return ModelChoice(cfg, Path(default), role, origin=f"{key} ({cfg.origin(key)})")
 
 
 def _warn(message: str) -> None:

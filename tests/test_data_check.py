@@ -74,7 +74,7 @@ def test_valid_synthetic_set_and_sampling(broken):
 
 def test_missing_list_file_is_an_error(tmp_path):
     cfg = load_config(None, _sets(tmp_path))
-    with pytest.raises(SegDistillError, match="TRAIN_FILE_LIST: list file not found"):
+    with pytest.raises(SegDistillError, match=r"TRAIN_FILE_LIST \(--set\): list file not found"):
         require_valid_data(cfg, ["train"])
 
 

@@ -375,7 +375,7 @@ def test_custom_function_import_errors_name_the_pair_and_the_cause(custom_module
         load_function(custom_module, "DISTILL[0].FUNCTION")
     main, _, teacher = _pair_programs()
     pairs = [{"TEACHER": "feat", "STUDENT": "feat", "LOSS": "custom", "FUNCTION": "nope.x:f"}]
-    with pytest.raises(ConfigError, match=r"DISTILL\[0\]\.FUNCTION \(in s\.yaml\): cannot import"):
+    with pytest.raises(ConfigError, match=r"DISTILL\[0\]\.FUNCTION \(s\.yaml\): cannot import"):
         resolve_pairs(pairs, main, teacher, source="s.yaml")  # pre-flight, nothing built
 
 

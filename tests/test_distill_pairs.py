@@ -133,7 +133,7 @@ def test_unknown_name_names_pair_side_name_and_close_candidates(nets):
     with pytest.raises(ConfigError) as err:
         resolve(pairs, student, teacher, source="camvid.yaml")
     msg = str(err.value)
-    assert msg.startswith("DISTILL[1].TEACHER (in camvid.yaml): no variable or alias "
+    assert msg.startswith("DISTILL[1].TEACHER (camvid.yaml): no variable or alias "
                           "'bilinear_interp_v2_7.tmp_0' in the teacher program; closest: ")
     assert "bilinear_interp_v2_2.tmp_0" in msg and "\n" not in msg
     with pytest.raises(ConfigError, match=r"DISTILL\[0\]\.STUDENT: .*'backbone\.ot'.*student "

@@ -9,7 +9,7 @@ import typer
 from rich.text import Text
 
 from ..config import Configs, Problem, fatal, load_configs, validate
-from ..errors import ConfigError, combine
+from ..errors import ConfigError, SegDistillError, combine
 from ..terminal import plain_console
 
 # Piped output (logs, CI) gets a wide fixed width instead of rich's 80 columns, so variable names
@@ -48,8 +48,23 @@ def model_dir_option(help_text: str = "Weights (default: TEST.TEST_MODEL)."):
 
 
 def read_configs(cfg: Optional[Path], teacher_cfg: Optional[Path],
-                 sets: Optional[List[str]], teacher_sets: Optional[List[str]]) -> Configs:
-    return load_configs(cfg, teacher_cfg, sets or (), teacher_sets or ())
+                 sets: Optional[List[str]], teacher_sets: Optional[List[str]],
+                 purpose: Optional[str] = None, **validate_options) -> Configs:
+    """Load the configs. When they do not load and `purpose` is given, the error also lists what
+    `validate` finds in the rest: every config problem, then the filesystem ones, one line each."""
+    try:
+        return load_configs(cfg, teacher_cfg, sets or (), teacher_sets or ())
+    except SegDistillError as exc:
+        partial = getattr(exc, "partial", None)
+        if purpose is None or partial is None:
+            raise
+        loading = list(getattr(exc, "problems", [exc]))
+        bad_keys = {getattr(p, "key", None) for p in loading}
+        more = [ConfigError(str(p)) for p in fatal(validate(partial, purpose, **validate_options))
+                if p.key not in bad_keys]
+        if not more:
+            raise
+        raise combine(loading + more) from None
 
 
 def styled(tag: str, style: str, rest: str = "") -> Text:

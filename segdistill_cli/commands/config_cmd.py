@@ -58,7 +58,7 @@ def check(
     """Validate the configs against the filesystem (list files, crop sizes, weight folders)."""
     if purpose not in PURPOSES:
         raise ConfigError(f"--purpose: {purpose!r} is not one of {', '.join(PURPOSES)}")
-    configs = read_configs(cfg, teacher_cfg, set_, teacher_set)
+    configs = read_configs(cfg, teacher_cfg, set_, teacher_set, purpose)
     require_valid(configs, purpose)
     console.print(styled("ok", "green"))
 

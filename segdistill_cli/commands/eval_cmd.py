@@ -62,7 +62,7 @@ def eval_command(
     from ..engine.evaluator import parse_scales
     from ..eval_run import EvalOptions, choose_model, run_eval
 
-    configs = read_configs(cfg, teacher_cfg, set_, teacher_set)
+    configs = read_configs(cfg, teacher_cfg, set_, teacher_set, "eval")
     choice = choose_model(configs, model_dir, teacher)
     options = EvalOptions(flip=flip, scales=parse_scales(scales), batch_size=batch_size,
                           check_data=check_data, gpus=gpus, cpu=cpu)

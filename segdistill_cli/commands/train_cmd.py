@@ -65,7 +65,8 @@ def train(
     """
     from ..engine.train_entry import run_train  # imports Paddle; keep --help fast
 
-    configs = read_configs(cfg, teacher_cfg, set_, teacher_set)
+    configs = read_configs(cfg, teacher_cfg, set_, teacher_set, "train",
+                           do_eval=do_eval or legacy_do_eval, use_teacher=not no_teacher)
     code = run_train(
         configs, argv=current_argv(), gpus=gpus, force_cpu=cpu, log_steps=log_steps,
         do_eval=do_eval or legacy_do_eval, resume=resume, use_teacher=not no_teacher,

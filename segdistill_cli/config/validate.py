@@ -22,6 +22,11 @@ class Problem:
         return f"{_where(self.key, self.source)}: {self.message}"
 
 
+def _problem(cfg: SegConfig, key: str, message: str, fatal: bool = True) -> Problem:
+    """A problem with `key`, naming where its value came from (file.yaml:LINE, --set, ...)."""
+    return Problem(key, message, cfg.origin(key), fatal)
+
+
 PURPOSES = ("train", "eval", "any")
 
 
@@ -33,8 +38,12 @@ def list_path(cfg: SegConfig, key: str) -> Path:
 def validate(configs: Configs, purpose: str = "any", do_eval: bool = True,
              use_teacher: bool = True) -> list[Problem]:
     """Checks that need the filesystem. Returns every problem found (empty list = ok)."""
+    from .one_side import check_one_side  # it builds on Problem, defined here
+
     student, teacher = configs.student, configs.teacher
     problems: list[Problem] = []
+    problems += check_one_side(configs, distilling=purpose == "train" and use_teacher and
+                               teacher is not None, training=purpose == "train")
     problems += _check_crops(student, purpose)
     problems += _check_unsupported(student)
     needed_lists = {"train": ["TRAIN_FILE_LIST"] + (["VAL_FILE_LIST"] if do_eval else []),
@@ -43,36 +52,36 @@ def validate(configs: Configs, purpose: str = "any", do_eval: bool = True,
     for key in needed_lists:
         path = list_path(student, key)
         if not path.is_file():
-            problems.append(Problem(f"DATASET.{key}", f"list file not found: {path}", student.source))
+            problems.append(_problem(student, f"DATASET.{key}", f"list file not found: {path}"))
     data_dir = Path(student.DATASET.DATA_DIR)
     if needed_lists and not data_dir.is_dir():
-        problems.append(Problem("DATASET.DATA_DIR", f"directory not found: {data_dir}", student.source))
+        problems.append(_problem(student, "DATASET.DATA_DIR", f"directory not found: {data_dir}"))
     if purpose == "train":
         pretrained = student.TRAIN.PRETRAINED_MODEL_DIR
         if pretrained and not Path(pretrained).exists():
-            problems.append(Problem("TRAIN.PRETRAINED_MODEL_DIR",
+            problems.append(_problem(student, "TRAIN.PRETRAINED_MODEL_DIR",
                                     f"directory not found: {pretrained} (training would start "
-                                    "from random weights)", student.source, fatal=False))
+                                    "from random weights)", fatal=False))
         if not student.TRAIN.MODEL_SAVE_DIR:
-            problems.append(Problem("TRAIN.MODEL_SAVE_DIR", "not set", student.source))
+            problems.append(_problem(student, "TRAIN.MODEL_SAVE_DIR", "not set"))
         if student.BATCH_SIZE % max(1, student.NUM_TRAINERS) != 0:
-            problems.append(Problem("BATCH_SIZE", f"{student.BATCH_SIZE} is not divisible by the "
-                                    f"{student.NUM_TRAINERS} trainers", student.source))
+            problems.append(_problem(student, "BATCH_SIZE", f"{student.BATCH_SIZE} is not "
+                                     f"divisible by the {student.NUM_TRAINERS} trainers"))
     problems += _check_unlabeled(student, purpose, use_teacher)
     if teacher is not None and use_teacher and purpose == "train":
         teacher_dir = teacher.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR
         if not teacher_dir:
-            problems.append(Problem("SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR",
-                                    "not set: the teacher's weights are required", teacher.source))
+            problems.append(_problem(teacher, "SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR",
+                                    "not set: the teacher's weights are required"))
         elif not Path(teacher_dir).is_dir():
-            problems.append(Problem("SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR",
+            problems.append(_problem(teacher, "SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR",
                                     f"directory not found: {teacher_dir} (legacy would have "
-                                    "distilled from a random teacher)", teacher.source))
+                                    "distilled from a random teacher)"))
         problems += _check_teacher_input(student, teacher)
         if teacher.DATASET.NUM_CLASSES != student.DATASET.NUM_CLASSES:
-            problems.append(Problem("DATASET.NUM_CLASSES",
+            problems.append(_problem(teacher, "DATASET.NUM_CLASSES",
                                     f"teacher has {teacher.DATASET.NUM_CLASSES} classes, student "
-                                    f"{student.DATASET.NUM_CLASSES}", teacher.source))
+                                    f"{student.DATASET.NUM_CLASSES}"))
     return problems
 
 
@@ -90,8 +99,8 @@ def _check_unsupported(cfg: SegConfig) -> list[Problem]:
     problems = []
     for key, why in _UNSUPPORTED.items():
         if why and cfg.get_key(key) != _default(key):
-            problems.append(Problem(key, f"{cfg.get_key(key)!r}: {why} (remove the key or set "
-                                         f"it to {_default(key)!r})", cfg.source))
+            problems.append(_problem(cfg, key, f"{cfg.get_key(key)!r}: {why} (remove the key or "
+                                               f"set it to {_default(key)!r})"))
     return problems
 
 
@@ -113,26 +122,26 @@ def _check_unlabeled(cfg: SegConfig, purpose: str, use_teacher: bool) -> list[Pr
     key, share = "DATASET.UNLABELED_FILE_LIST", cfg.DATASET.UNLABELED_PER_BATCH
     if not cfg.DATASET.UNLABELED_FILE_LIST:
         if share is not None:
-            return [Problem("DATASET.UNLABELED_PER_BATCH", "set, but DATASET.UNLABELED_FILE_LIST "
-                            "is not: it would have no effect", cfg.source)]
+            return [_problem(cfg, "DATASET.UNLABELED_PER_BATCH", "set, but "
+                             "DATASET.UNLABELED_FILE_LIST is not: it would have no effect")]
         return []
     if purpose != "train":
         return []
     problems = []
     path = list_path(cfg, "UNLABELED_FILE_LIST")
     if not path.is_file():
-        problems.append(Problem(key, f"list file not found: {path}", cfg.source))
+        problems.append(_problem(cfg, key, f"list file not found: {path}"))
     if not use_teacher:
-        problems.append(Problem(key, "set, but --no-teacher: only distillation learns from "
-                                "unlabelled images (remove the key or give a teacher)", cfg.source))
+        problems.append(_problem(cfg, key, "set, but --no-teacher: only distillation learns from "
+                                "unlabelled images (remove the key or give a teacher)"))
     if isinstance(share, float) and share >= 1:
-        problems.append(Problem("DATASET.UNLABELED_PER_BATCH", f"{share!r}: give a whole count "
-                                "or a fraction in (0, 1) of BATCH_SIZE", cfg.source))
+        problems.append(_problem(cfg, "DATASET.UNLABELED_PER_BATCH", f"{share!r}: give a whole "
+                                 "count or a fraction in (0, 1) of BATCH_SIZE"))
     elif not 1 <= unlabeled_per_batch(cfg) <= int(cfg.BATCH_SIZE) - 1:
-        problems.append(Problem("DATASET.UNLABELED_PER_BATCH",
+        problems.append(_problem(cfg, "DATASET.UNLABELED_PER_BATCH",
                                 f"{unlabeled_per_batch(cfg)} unlabelled images per batch of "
                                 f"BATCH_SIZE {cfg.BATCH_SIZE}: need 1..{int(cfg.BATCH_SIZE) - 1} "
-                                "(every batch keeps at least one labelled image)", cfg.source))
+                                "(every batch keeps at least one labelled image)"))
     return problems
 
 
@@ -141,17 +150,17 @@ def _check_teacher_input(student: SegConfig, teacher: SegConfig) -> list[Problem
     problems = []
     for key in ("MEAN", "STD", "DATASET.IMAGE_TYPE"):
         if student.get_key(key) != teacher.get_key(key):
-            problems.append(Problem(key, f"teacher {teacher.get_key(key)!r} differs from student "
-                                         f"{student.get_key(key)!r}: the teacher sees the "
-                                         "student's input, normalised the student's way",
-                                    teacher.source))
+            problems.append(_problem(teacher, key, f"teacher {teacher.get_key(key)!r} differs from "
+                                              f"student {student.get_key(key)!r} "
+                                              f"({student.origin(key)}): the teacher sees the "
+                                              "student's input, normalised the student's way"))
     return problems
 
 
 def _check_crops(cfg: SegConfig, purpose: str) -> list[Problem]:
     wanted = {"train": ["TRAIN_CROP_SIZE", "EVAL_CROP_SIZE"], "eval": ["EVAL_CROP_SIZE"],
               "any": ["TRAIN_CROP_SIZE", "EVAL_CROP_SIZE"]}[purpose]
-    return [Problem(k, "not set: give (width, height), e.g. (769, 769)", cfg.source)
+    return [_problem(cfg, k, "not set: give (width, height), e.g. (769, 769)")
             for k in wanted if len(cfg[k]) != 2]
 
 

@@ -3,7 +3,7 @@ type and allowed values for the key. Errors name the key, the file, the value an
 from __future__ import annotations
 
 import ast
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import ConfigError
 from .schema import (_ANY_KEYS, _CHOICES, _NON_NEGATIVE_INT, _OPTIONAL_LIST,
@@ -21,7 +21,8 @@ def _legacy_literal(value: Any) -> Any:
 
 
 def _where(key: str, source: str | None) -> str:
-    return f"{key} (in {source})" if source else key
+    """`KEY (where its value came from)`: `file.yaml:LINE`, `--set`, `--teacher-set`, default."""
+    return f"{key} ({source})" if source else key
 
 
 def _bad(key: str, source: str | None, value: Any, allowed: str) -> ConfigError:
@@ -80,7 +81,7 @@ def coerce_value(key: str, raw: Any, source: str | None = None) -> Any:
         if not isinstance(value, str):
             if isinstance(raw, str):
                 value = raw
-            elif raw is None:
+            elif raw is None or isinstance(raw, (Mapping, list, tuple)):
                 raise _bad(key, source, raw, "a string")
             else:
                 value = str(raw)

@@ -194,7 +194,8 @@ def require_valid_data(cfg: Any, splits: Sequence[str] = ("train", "val"), max_e
     first bad line (the report's issues are in the exception's `report` attribute)."""
     for split, path in split_lists(cfg, splits):
         if not os.path.isfile(path):
-            raise ConfigError(f"DATASET.{_LIST_KEYS[split]}: list file not found: {path}")
+            key = f"DATASET.{_LIST_KEYS[split]}"
+            raise ConfigError(f"{key} ({cfg.origin(key)}): list file not found: {path}")
     report = check_data(cfg, splits, max_errors=max_errors, show_progress=show_progress, **kwargs)
     if not report.ok:
         error = ConfigError(report.summary())

@@ -163,7 +163,7 @@ def resolve_pairs(pairs: Sequence[Mapping[str, Any]], student_program: Any, teac
 
 
 def _at(key: str, source: Optional[str]) -> str:
-    return f"{key} (in {source})" if source else key
+    return f"{key} ({source})" if source else key
 
 
 def _names(value: Any) -> tuple[list[str], bool]:

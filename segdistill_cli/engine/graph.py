@@ -82,7 +82,7 @@ def plan_pairs(configs: Configs, student: BuiltProgram, teacher: BuiltProgram) -
     """Resolve and check every DISTILL pair against the two programs (names, shapes, adapters)."""
     return resolve_pairs(configs.student.distill_pairs, student.main, teacher.main,
                          student.aliases, teacher.aliases, prefix=TEACHER_PREFIX,
-                         source=configs.student.source)
+                         source=configs.student.origin("DISTILL"))
 
 
 def build_teacher_program(configs: Configs, student: BuiltProgram) -> BuiltProgram:

@@ -193,8 +193,9 @@ class Trainer:
         except SegDistillError as exc:
             return [exc]
         if not report.ok:
-            return [ConfigError("teacher weights (SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR) do "
-                                f"not fit the teacher config: {report.describe()}")]
+            key = "SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR"
+            return [ConfigError(f"teacher weights ({key}, {teacher_cfg.origin(key)}) do not fit "
+                                f"the teacher config: {report.describe()}")]
         return []
 
     def _check_batch_and_save_dir(self) -> list[SegDistillError]:
@@ -212,9 +213,13 @@ class Trainer:
         if self.ctx.is_main and self.cfg.TRAIN.MODEL_SAVE_DIR:
             reason = run_dir.probe_writable(self.save_dir)
             if reason:
-                errors.append(ConfigError(f"TRAIN.MODEL_SAVE_DIR: cannot create or write to "
-                                          f"{self.save_dir} ({reason})"))
+                errors.append(ConfigError(f"{self._key('TRAIN.MODEL_SAVE_DIR')}: cannot create or "
+                                          f"write to {self.save_dir} ({reason})"))
         return errors
+
+    def _key(self, key: str) -> str:
+        """`KEY (where the student's value came from)` for messages."""
+        return f"{key} ({self.cfg.origin(key)})"
 
     def _check_existing_run(self) -> list[SegDistillError]:
         """A fresh start into a folder that holds a run is refused (nothing is written) unless
@@ -227,8 +232,8 @@ class Trainer:
         if self.options.overwrite or self.options.resume == "auto":
             self.clear_old_run = True
             return []
-        return [ConfigError(f"TRAIN.MODEL_SAVE_DIR: {existing.describe()}; continue it with "
-                            "--resume auto, or start over with --overwrite")]
+        return [ConfigError(f"{self._key('TRAIN.MODEL_SAVE_DIR')}: {existing.describe()}; "
+                            "continue it with --resume auto, or start over with --overwrite")]
 
     def _check_resume(self) -> list[SegDistillError]:
         resume = self.options.resume
