@@ -90,8 +90,9 @@ def student_command(args: argparse.Namespace, arm: str, seed: int, save_dir: Pat
     if arm == BASELINE:
         return cmd + ["--no-teacher"] + _flags("--set", sets + [f"TRAIN.MODEL_SAVE_DIR={save_dir}"])
     pairs, _ = ARMS[arm]
-    teacher_sets = recipe_overrides(args.data, args.crop, args.lr, args.teacher_epochs, 1)
-    teacher_sets.append(f"SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR={teacher_dir}")
+    # Only its weights folder: distillation reads nothing else from the teacher config that the
+    # recipe changes (the student config drives data, crops and schedule).
+    teacher_sets = [f"SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR={teacher_dir}"]
     return (cmd + ["--teacher-cfg", str(CONFIGS / "camvid_teacher.yaml")]
             + _flags("--set", sets + [f"TRAIN.MODEL_SAVE_DIR={save_dir}", distill_override(pairs)])
             + _flags("--teacher-set", teacher_sets))

@@ -40,6 +40,15 @@ def test_commands_baseline_and_distilled_share_the_recipe(gain, tmp_path):
     assert base[base.index("--seed") + 1] == dist[dist.index("--seed") + 1] == "1"
     assert _value_after(dist, "--teacher-set", "SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR") == \
         str(tmp_path / "t")
+    # Nothing given to the teacher side is without effect there (config/one_side.py).
+    from segdistill_cli.config import load_configs
+    from segdistill_cli.config.one_side import check_one_side
+
+    sets = [dist[i + 1] for i, c in enumerate(dist[:-1]) if c == "--set"]
+    teacher_sets = [dist[i + 1] for i, c in enumerate(dist[:-1]) if c == "--teacher-set"]
+    configs = load_configs(ROOT / "configs" / "camvid.yaml", ROOT / "configs" / "camvid_teacher.yaml",
+                           sets, teacher_sets)
+    assert check_one_side(configs, distilling=True, training=True) == []
     # The DISTILL override is what the real config loader reads back.
     overrides = [dist[i + 1] for i, c in enumerate(dist[:-1]) if c == "--set"]
     assert parse_override(gain.distill_override(gain.ARMS["kl_T2_w1"][0]))[1] == gain.ARMS["kl_T2_w1"][0]

@@ -143,3 +143,16 @@ def test_repository_config_pairs_have_no_one_side_problems(student, teacher):
 
     configs = load_configs(ROOT / "configs" / student, ROOT / "configs" / teacher)
     assert check_one_side(configs, distilling=True, training=True) == []
+
+
+def test_train_refuses_the_teacher_folder_on_the_student_side_before_step_one(capsys, tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code = main(["train", "--cfg", str(CAMVID), "--teacher-cfg", str(CAMVID_TEACHER),
+                 "--set", f"{TEACHER_DIR}={tmp_path}", "--set",
+                 f"TRAIN.MODEL_SAVE_DIR={tmp_path / 'run'}"])
+    assert code == 2
+    errors = errors_of(capsys)
+    assert f"error: {TEACHER_DIR} (--set): the teacher's weights folder is read from the teacher " \
+           f"config, not the student's; give it as --teacher-set {TEACHER_DIR}={tmp_path}" in errors
+    assert not (tmp_path / "run").exists()

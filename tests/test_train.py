@@ -77,7 +77,9 @@ def overrides(lists: dict[str, str], save_dir: Path, *extra: str) -> list[str]:
 
 
 def teacher_overrides(teacher_dir: Path, *extra: str) -> list[str]:
-    return TINY_TEACHER + [f"SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR={teacher_dir}", *extra]
+    # Only what distillation reads from the teacher config (its input is the student's image).
+    return ["MODEL.DEEPLAB.DEPTH_MULTIPLIER=0.5",
+            f"SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR={teacher_dir}", *extra]
 
 
 def make_trainer(lists, teacher_dir, save_dir, student_extra=(), teacher_extra=(), **options):

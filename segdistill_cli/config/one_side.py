@@ -10,7 +10,7 @@ config. The student config's SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR is never r
 * in the student YAML, the teacher folder with a value while distilling: an error (it would be
   ignored; legacy teacher YAMLs used as `--cfg` with `--no-teacher` keep it harmlessly);
 * in the teacher YAML, an unread key that changes training (SOLVER.*, BATCH_SIZE, AUG.*, ...)
-  whose value differs from the student's: a warning. Not an error: legacy teacher YAMLs carry
+  whose value differs from the student YAML's (not from a `--set`): a warning. Not an error: legacy teacher YAMLs carry
   their own training keys (the tutorial's does), and keys that only say where the teacher's own
   run went (MODEL_SAVE_DIR, TEST_MODEL, ...) stay quiet.
 """
@@ -61,6 +61,7 @@ def _teacher_side(student: SegConfig, teacher: SegConfig) -> list[Problem]:
             problems.append(Problem(key, "is not read from the teacher config (training takes "
                                     f"it from the student config); use --set {key}=...", origin))
         elif (not origin.startswith("default") and value != student_values.get(key)
+              and student.origin(key) != "--set"  # the user chose the student's value
               and not _matches(key, _QUIET_IN_TEACHER_YAML)):
             problems.append(Problem(key, f"{value!r} is not read from the teacher config; "
                                     f"training uses the student's {student_values.get(key)!r}",
