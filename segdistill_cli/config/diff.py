@@ -12,6 +12,7 @@ from typing import Any, Iterator, Mapping
 # Student keys (and sections, ending in ".") that never change the trained weights.
 NOT_TRAINING = (
     "TRAIN.MODEL_SAVE_DIR", "TRAIN.RESUME_MODEL_DIR", "TRAIN.SNAPSHOT_EPOCH",
+    "TRAIN.CHECKPOINT_STEPS", "TRAIN.KEEP_CHECKPOINTS",  # when and how many checkpoints
     "TRAIN.PRETRAINED_MODEL_DIR",  # a resumed run starts from the checkpoint, not from these
     "DATALOADER.",  # samples draw their randomness from (seed, epoch, index), not from workers
     "DATASET.VAL_FILE_LIST", "DATASET.VAL_TOTAL_IMAGES", "DATASET.TEST_FILE_LIST",
