@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDENT = str(ROOT / "configs" / "demo.yaml")
 TEACHER = str(ROOT / "configs" / "demo_teacher.yaml")
 CAMVID_CFG = str(ROOT / "configs" / "camvid.yaml")  # its lists point at ../shared/data/camvid
-COMMANDS = ["demo", "fetch", "inspect-vars", "train", "eval", "predict", "export", "data check",
-            "data cityscapes", "data lists", "config show", "config check"]
+COMMANDS = ["demo", "fetch", "inspect-vars", "train", "eval", "predict", "export", "compare",
+            "data check", "data cityscapes", "data lists", "config show", "config check"]
 
 
 def _run(capsys, args: list[str]) -> tuple[int, list[str]]:
@@ -76,6 +76,7 @@ CASES = [
      2, "file not found"),
     ("export: --out holds foreign files", ["export", "--cfg", STUDENT, "--model-dir", "{corrupt}",
                                            "--out", "{foreign}"], 2, "not a segdistill export"),
+    ("compare: not a run folder", ["compare", "{missing}"], 2, "not a directory"),
     ("data check: missing list", ["data", "check", "--cfg", STUDENT, "--set",
                                   "DATASET.TRAIN_FILE_LIST={missing}/t.txt", "--split", "train"],
      2, "list file not found"),

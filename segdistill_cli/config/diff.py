@@ -13,6 +13,7 @@ from typing import Any, Iterator, Mapping
 NOT_TRAINING = (
     "TRAIN.MODEL_SAVE_DIR", "TRAIN.RESUME_MODEL_DIR", "TRAIN.SNAPSHOT_EPOCH",
     "TRAIN.CHECKPOINT_STEPS", "TRAIN.KEEP_CHECKPOINTS",  # when and how many checkpoints
+    "TRAIN.TEACHER_CHECK_IMAGES",  # a pre-flight eval of the teacher
     "TRAIN.PRETRAINED_MODEL_DIR",  # a resumed run starts from the checkpoint, not from these
     "DATALOADER.",  # samples draw their randomness from (seed, epoch, index), not from workers
     "DATASET.VAL_FILE_LIST", "DATASET.VAL_TOTAL_IMAGES", "DATASET.TEST_FILE_LIST",
