@@ -111,7 +111,7 @@ def test_two_trainers_read_disjoint_unlabelled_images_with_fresh_augmentation(un
 # ---- config and pre-flight errors ---------------------------------------------------------------
 
 def test_config_errors_name_the_key(unlabeled_list, tmp_path):
-    with pytest.raises(ConfigError, match=r"DATASET.UNLABELED_PER_BATCH \(in --set\): invalid "
+    with pytest.raises(ConfigError, match=r"DATASET.UNLABELED_PER_BATCH \(--set\): invalid "
                                           r"value -1"):
         camvid_cfg("DATASET.UNLABELED_PER_BATCH=-1")
 
