@@ -130,7 +130,7 @@ def test_save_dir_that_cannot_be_created_fails_preflight(lists, teacher_dir, tmp
     code = main(cli_args(lists, teacher_dir, Path(save), "--preflight"))
     err = capsys.readouterr().err
     assert code == 2
-    assert "TRAIN.MODEL_SAVE_DIR: cannot create or write to" in err and save in err
+    assert "TRAIN.MODEL_SAVE_DIR (--set): cannot create or write to" in err and save in err
     assert "Traceback" not in err
 
 
