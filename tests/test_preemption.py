@@ -337,3 +337,14 @@ def test_full_disk_during_a_save_stops_with_one_line(lists, teacher_dir, tmp_pat
     assert f"newest: {save / '1'}" in err[0]
     assert sorted(p.name for p in save.iterdir() if p.is_dir()) == ["1"]  # no partial folder
     assert checkpoints.verify(save / "1") is True
+
+
+def test_signal_handlers_are_installed_only_when_asked():
+    """A worker of a multi-worker run keeps the default SIGTERM (no collective stop yet)."""
+    from segdistill_cli.engine.preemption import StopRequest
+
+    with StopRequest(install=False) as stop:
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and not stop.requested
+    with StopRequest() as stop:
+        assert signal.getsignal(signal.SIGTERM) == stop._handle
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

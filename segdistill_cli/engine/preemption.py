@@ -35,7 +35,8 @@ class StopRequest:
     `agree(local)` turns this process's flag into the decision every rank takes at the same step
     (identity in one process; a collective max under the multi-worker launcher)."""
 
-    def __init__(self, agree: Optional[Callable[[bool], bool]] = None):
+    def __init__(self, agree: Optional[Callable[[bool], bool]] = None, install: bool = True):
+        self.install = install  # False: leave the signals alone (they end the process as before)
         self.signal_name: Optional[str] = None
         self.count = 0
         self.agree = agree or (lambda local: local)
@@ -51,7 +52,7 @@ class StopRequest:
         return self.agree(self.signal_name is not None)
 
     def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():  # handlers: main thread only
+        if self.install and threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self

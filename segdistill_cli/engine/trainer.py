@@ -437,7 +437,8 @@ class Trainer:
         if start.epoch > num_epochs:
             self.echo(f"nothing to do: the checkpoint is at epoch {start.epoch - 1} of {num_epochs}")
         try:
-            with StopRequest() as stop:
+            # Several workers: not until the stop is agreed collectively (docs/design.md).
+            with StopRequest(install=not ctx.distributed) as stop:
                 for epoch in range(start.epoch, num_epochs + 1):
                     skip = start.step_in_epoch if epoch == start.epoch else 0
                     for step_in_epoch, batch in enumerate(loader.epoch(epoch, skip), start=skip + 1):
