@@ -36,25 +36,36 @@ def _save(fig: Any, path: Path) -> None:
         fig.savefig(fh, format="png", dpi=100, bbox_inches="tight")
 
 
-def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: Path, title: str) -> Path:
+CELL_INCHES = 0.6  # one confusion-matrix cell; room for "0.95" at CELL_FONT_PT
+CELL_FONT_PT = 10  # at the saved 100 dpi: about 14 px high, readable without zooming
+LABEL_FONT_PT = 10
+
+
+def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str) -> Any:
+    """The row-normalised confusion matrix as a figure (the caller closes it)."""
     plt = _pyplot()
     norm = row_normalised(matrix)
     n = len(names)
-    size = max(5.0, 0.45 * n + 2.5)
+    size = max(6.0, CELL_INCHES * n + 3.0)
     fig, ax = plt.subplots(figsize=(size, size))
+    image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(n), labels=names, rotation=60, ha="right", fontsize=LABEL_FONT_PT)
+    ax.set_yticks(range(n), labels=names, fontsize=LABEL_FONT_PT)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    for (row, col), value in np.ndenumerate(norm):
+        if value >= 0.005:
+            ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=CELL_FONT_PT,
+                    color="white" if value > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    return fig
+
+
+def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: Path, title: str) -> Path:
+    plt = _pyplot()
+    fig = confusion_figure(matrix, names, title)
     try:
-        image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
-        ax.set_xticks(range(n), labels=names, rotation=60, ha="right", fontsize=8)
-        ax.set_yticks(range(n), labels=names, fontsize=8)
-        ax.set_xlabel("predicted class")
-        ax.set_ylabel("true class")
-        ax.set_title(title)
-        if n <= 25:  # numbers stay readable up to about Cityscapes' 19 classes
-            for (row, col), value in np.ndenumerate(norm):
-                if value >= 0.005:
-                    ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
-                            color="white" if value > 0.5 else "black")
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
         _save(fig, path)
     finally:
         plt.close(fig)
@@ -69,8 +80,8 @@ def plot_class_iou(iou: Sequence[float], names: Sequence[str], path: Path, title
         bars = ax.bar(range(n), iou, color="tab:blue")
         ax.axhline(float(np.mean(iou)) if n else 0.0, color="tab:red", linestyle="--",
                    label=f"mIoU {float(np.mean(iou)) if n else 0.0:.4f}")
-        ax.bar_label(bars, labels=[f"{v:.2f}" for v in iou], fontsize=7)
-        ax.set_xticks(range(n), labels=names, rotation=60, ha="right", fontsize=8)
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in iou], fontsize=9)
+        ax.set_xticks(range(n), labels=names, rotation=60, ha="right", fontsize=LABEL_FONT_PT)
         ax.set_ylim(0.0, 1.05)
         ax.set_ylabel("IoU")
         ax.set_title(title)

@@ -7,6 +7,7 @@ BN batch statistics, dropout masks and parameters are never distillation targets
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
@@ -32,7 +33,7 @@ class VarInfo:
     op: Optional[str]
     persistable: bool
     alias: Optional[str]
-    position: int  # creation order in its program (deeper layers come later)
+    position: int  # program order: first use by an op (deeper layers come later)
 
     @property
     def is_feature(self) -> bool:
@@ -92,23 +93,29 @@ class PairSuggestion:
 
 
 def describe_program(program: Any, aliases: dict[str, str], prefix: str = "") -> list[VarInfo]:
-    """Every variable of `program` (feed/fetch holders excluded), renamed with `prefix`."""
+    """Every variable of `program` (feed/fetch holders excluded), renamed with `prefix`, in
+    program order. (`list_vars()` order is no guide: a cloned program lists its variables sorted
+    as strings, batch_norm_0, batch_norm_1, batch_norm_10, ...)"""
     from paddle.base.data_feeder import convert_dtype
 
     producers: dict[str, str] = {}
+    order: dict[str, int] = {}
     for op in program.global_block().ops:
+        for name in [*op.input_arg_names, *op.output_arg_names]:
+            order.setdefault(name, len(order))
         for out in op.output_arg_names:
             producers.setdefault(out, op.type)
     alias_of = {name: alias for alias, name in aliases.items()}
     infos = []
-    for position, var in enumerate(program.list_vars()):
+    for var in program.list_vars():
         if var.name in ("feed", "fetch"):
             continue
         renamed = var.name if (not prefix or var.name in DATA_FEEDS) else prefix + var.name
+        position = order.setdefault(var.name, len(order))  # unused variables go last
         infos.append(VarInfo(renamed, var.name, tuple(int(d) for d in var.shape),
                              convert_dtype(var.dtype), producers.get(var.name),
                              bool(var.persistable), alias_of.get(var.name), position))
-    return infos
+    return sorted(infos, key=lambda info: info.position)
 
 
 def _is_activation(info: VarInfo) -> bool:
@@ -154,8 +161,10 @@ def equal_shape_groups(student: Sequence[VarInfo],
 
 def suggest_pairs(student: Sequence[VarInfo], teacher: Sequence[VarInfo],
                   image_hw: tuple[int, int]) -> list[PairSuggestion]:
-    """Ranked pairs: equal shape (aliases first, same alias first), then same spatial size with a
-    1x1 conv adapter for the channels (aliased features only, to keep the list meaningful)."""
+    """Ranked pairs. The model's named points (aliases: backbone.*, aspp.out, decoder.out,
+    logits) come first: equal shape (same alias first), then same spatial size with a 1x1 conv
+    adapter for the channels. Then one pair per remaining equal shape, whose only link is that
+    shape."""
     suggestions: list[PairSuggestion] = []
     seen: set[tuple[str, str]] = set()
 
@@ -173,13 +182,14 @@ def suggest_pairs(student: Sequence[VarInfo], teacher: Sequence[VarInfo],
     for t, s in aliased_equal:
         same = "same alias" if t.alias == s.alias else "both aliased"
         add(t, s, f"equal shape {_fmt(s.shape)}, {same} ({t.alias} / {s.alias})")
-    for shape, ss, ts in groups:  # one representative per remaining shape: aliased or deepest
-        t, s = _representative(ts), _representative(ss)
-        add(t, s, f"equal shape {_fmt(shape)} ({len(ts)} teacher x {len(ss)} student vars share it)")
     for t, s in _adapter_candidates(student, teacher):
         stride = _stride(s.shape, image_hw)
         add(t, s, f"same spatial size {s.shape[2]}x{s.shape[3]} (stride {stride}), channels "
                   f"{t.shape[1]} -> {s.shape[1]}: needs a 1x1 conv adapter")
+    for shape, ss, ts in groups:  # one representative pair per remaining shape
+        t, s = _representative_pair(ts, ss)
+        add(t, s, f"equal shape {_fmt(shape)} only ({len(ts)} teacher x {len(ss)} student vars "
+                  "share it)")
     return suggestions
 
 
@@ -198,11 +208,16 @@ def _adapter_candidates(student: Sequence[VarInfo],
 _BLOCK_OUTPUT_OPS = ("relu", "relu6", "elementwise_add", "concat", "bilinear_interp_v2")
 
 
-def _representative(infos: Sequence[VarInfo]) -> VarInfo:
-    aliased = [i for i in infos if i.alias]
-    if aliased:
-        return aliased[-1]
-    return max(infos, key=lambda i: (i.op in _BLOCK_OUTPUT_OPS, i.position))
+def _representative_pair(teacher: Sequence[VarInfo],
+                         student: Sequence[VarInfo]) -> tuple[VarInfo, VarInfo]:
+    """The pair of a shape group most alike: an alias, then the same producing op (a conv output
+    with a conv output, not with a relu6), then block outputs, then the deepest."""
+    def score(pair: tuple[VarInfo, VarInfo]) -> tuple:
+        t, s = pair
+        return (bool(t.alias) + bool(s.alias), t.op == s.op,
+                (t.op in _BLOCK_OUTPUT_OPS) + (s.op in _BLOCK_OUTPUT_OPS), t.position + s.position)
+
+    return max(((t, s) for t in teacher for s in student), key=score)
 
 
 def _numel(shape: Sequence[int]) -> int:
@@ -213,8 +228,9 @@ def _numel(shape: Sequence[int]) -> int:
 
 
 def _stride(shape: Sequence[int], image_hw: tuple[int, int]) -> str:
+    """The output stride, a power of two: a 180-pixel input gives 12 rows at stride 16 (ceil)."""
     h = shape[2]
-    return f"1/{round(image_hw[0] / h)}" if h > 0 else "?"
+    return f"1/{2 ** round(math.log2(image_hw[0] / h))}" if h > 0 else "?"
 
 
 def _fmt(shape: Sequence[int]) -> str:

@@ -3,8 +3,8 @@
 For every input image, at the image's ORIGINAL size:
 * `<out>/pred/<name>.png` — the class map as a palette PNG: pixel values are class ids, the
   palette shows the dataset's colours (Cityscapes / CamVid built in, else a fixed generated one).
-* `<out>/overlay/<name>.png` — input | prediction blended over the input | ground truth (when
-  `--with-label` and the list gives labels; ignored pixels black).
+* `<out>/overlay/<name>.png` — input | prediction | ground truth (when `--with-label` and the
+  list gives labels), titled panels and a colour legend (see overlay.py).
 `<name>` is the image's path relative to DATA_DIR (list) or to --dir, without its extension, so
 inputs from different folders never collide.
 
@@ -31,10 +31,10 @@ from .data.dataset import read_image, read_label
 from .data.lists import IMAGE_SUFFIXES, read_list
 from .data.transforms import AugParams, normalize, pad_bottom_right, resize
 from .errors import ConfigError, SegDistillError
-from .palettes import colorize, palette, pil_palette
+from .overlay import draw_overlay
+from .palettes import class_names, colorize, palette, pil_palette
 
 PRED_DIR, OVERLAY_DIR = "pred", "overlay"
-OVERLAY_ALPHA = 0.5  # weight of the prediction colours in the blended panel
 
 
 @dataclass(frozen=True)
@@ -169,18 +169,11 @@ def prediction_image(pred: np.ndarray, colors: np.ndarray) -> Image.Image:
     return Image.fromarray(colorize(pred, colors), mode="RGB")
 
 
-def overlay_panels(bgr: np.ndarray, pred: np.ndarray, colors: np.ndarray,
-                   label: Optional[np.ndarray] = None) -> np.ndarray:
-    """[input | blended prediction | ground truth?] side by side, RGB uint8."""
-    rgb = np.ascontiguousarray(bgr[:, :, 2::-1]) if bgr.shape[2] >= 3 else \
-        np.repeat(bgr[:, :, :1], 3, axis=2)
-    colored = colorize(pred, colors)
-    blended = (rgb.astype(np.float32) * (1 - OVERLAY_ALPHA)
-               + colored.astype(np.float32) * OVERLAY_ALPHA).round().astype(np.uint8)
-    panels = [rgb, blended]
-    if label is not None:
-        panels.append(colorize(label, colors))
-    return np.concatenate(panels, axis=1)
+def to_rgb(bgr: np.ndarray) -> np.ndarray:
+    """A decoded input (BGR, BGRA or one channel) as RGB uint8 for the picture."""
+    if bgr.shape[2] >= 3:
+        return np.ascontiguousarray(bgr[:, :, 2::-1])
+    return np.repeat(bgr[:, :, :1], 3, axis=2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +212,7 @@ def run_predict(choice: Any, inputs: Sequence[PredictInput], out_dir: str | os.P
     paddle = import_paddle()
     cfg = choice.cfg
     params = AugParams.from_config(cfg)
-    colors = palette(int(cfg.DATASET.NUM_CLASSES))
+    colors, names = palette(int(cfg.DATASET.NUM_CLASSES)), class_names(cfg)
     scope, place = paddle.static.Scope(), place or paddle.CPUPlace()
     predictor = Predictor(cfg, scope, place, flip=flip, scales=scales)
     load_model(predictor.main_program, choice, scope, place)
@@ -235,8 +228,8 @@ def run_predict(choice: Any, inputs: Sequence[PredictInput], out_dir: str | os.P
             pred = restore(pred, geometry)
             summary.written.append(_save_png(prediction_image(pred, colors),
                                              out / PRED_DIR / f"{item.name}.png"))
-            panels = overlay_panels(img, pred, colors, label)
-            summary.written.append(_save_png(Image.fromarray(panels, mode="RGB"),
+            overlay = draw_overlay(to_rgb(img), pred, colors, names, label)
+            summary.written.append(_save_png(Image.fromarray(overlay.image, mode="RGB"),
                                              out / OVERLAY_DIR / f"{item.name}.png"))
             summary.labels_used += label is not None
         summary.images += len(chunk)

@@ -42,6 +42,13 @@ def test_demo_end_to_end_tiny(tmp_path, capsys, monkeypatch):
     # Pictures of the distilled student, with ground truth panels.
     overlays = sorted((out / "predictions" / "overlay").rglob("*.png"))
     assert summary["prediction_images"] == len(overlays) == 4
+    # ... at a size a person can see (the scenes are 32 px: enlarged, titled, with a legend).
+    from PIL import Image
+
+    from segdistill_cli.overlay import MIN_PANEL_HEIGHT
+
+    with Image.open(overlays[0]) as im:
+        assert im.height > MIN_PANEL_HEIGHT + 40 and im.width > 3 * MIN_PANEL_HEIGHT
     # Without --keep the generated data is gone, everything else stays.
     assert not (out / "data").exists()
     assert (out / "configs" / "student.yaml").is_file() and (out / MARKER).is_file()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
+import pytest
 
 from segdistill_cli.cli import main
 from segdistill_cli.errors import ConfigError
@@ -43,8 +43,11 @@ def test_json_schema_and_tutorial_first_pair(capsys):
     assert first["student"] == "bilinear_interp_v2_0.tmp_0"
     assert first["shape_match"] is True and first["reason"]
     assert first["distill"] == {"TEACHER": "logits", "STUDENT": "logits", "LOSS": "l2", "WEIGHT": 0.1}
-    # Shape-matching pairs are ranked before the ones that need an adapter.
-    matches = [p["shape_match"] for p in data["pairs"]]
+    # Pairs of the model's named points (both sides aliased) rank before pairs whose only link
+    # is an equal shape; among the aliased ones, equal shapes before those needing an adapter.
+    aliased = [bool(p["teacher_alias"] and p["student_alias"]) for p in data["pairs"]]
+    assert aliased == sorted(aliased, reverse=True) and False in aliased
+    matches = [p["shape_match"] for p, named in zip(data["pairs"], aliased) if named]
     assert matches == sorted(matches, reverse=True) and False in matches
     adapted = next(p for p in data["pairs"] if not p["shape_match"])
     assert adapted["distill"]["ADAPTER"] == "conv1x1"
@@ -102,11 +105,67 @@ def test_suggest_pairs_ranking_unit():
     pairs = suggest_pairs(student, teacher, (64, 64))
     assert [(p.teacher.name, p.student.name) for p in pairs] == [
         ("teacher_t_logits", "s_logits"),     # equal shape, same alias
-        ("teacher_t_same", "s_same_later"),   # equal shape, deepest representative
-        ("teacher_t_feat", "s_feat"),         # same spatial size, adapter needed
+        ("teacher_t_feat", "s_feat"),         # same alias, same spatial size, adapter needed
+        ("teacher_t_same", "s_same_later"),   # equal shape only, deepest representative
     ]
     assert pairs[0].weight == 0.1 and pairs[0].adapter is None
-    assert pairs[2].adapter == "conv1x1" and "stride 1/8" in pairs[2].reason
-    assert pairs[2].distill_entry() == {"TEACHER": "backbone.out", "STUDENT": "backbone.out",
+    assert pairs[1].adapter == "conv1x1" and "stride 1/8" in pairs[1].reason
+    assert pairs[1].distill_entry() == {"TEACHER": "backbone.out", "STUDENT": "backbone.out",
                                         "LOSS": "l2", "WEIGHT": 1.0, "ADAPTER": "conv1x1"}
-    assert pairs[1].distill_entry()["TEACHER"] == "teacher_t_same"  # raw names: merged spelling
+    assert pairs[2].distill_entry()["TEACHER"] == "teacher_t_same"  # raw names: merged spelling
+
+
+def test_equal_shape_pair_prefers_the_same_op_on_both_sides():
+    """A raw conv output paired with a relu6 compares different things; pick alike variables."""
+    student = [_var("s_conv", [-1, 16, 8, 8], op="conv2d", position=1),
+               _var("s_relu", [-1, 16, 8, 8], op="relu6", position=2)]
+    teacher = [_var("teacher_t_conv", [-1, 16, 8, 8], op="conv2d", position=1)]
+    (pair,) = suggest_pairs(student, teacher, (64, 64))
+    assert (pair.teacher.name, pair.student.name) == ("teacher_t_conv", "s_conv")
+    assert "equal shape [-1,16,8,8] only" in pair.reason
+
+
+CAMVID_STUDENT = str(ROOT / "configs" / "camvid.yaml")
+CAMVID_TEACHER = str(ROOT / "configs" / "camvid_teacher.yaml")
+
+
+def test_both_programs_are_listed_in_program_order(capsys):
+    """The teacher is a cloned program, whose list_vars() is sorted as strings (batch_norm_0,
+    _1, _10, _100): the listing follows the ops instead, for both programs."""
+    assert main(["inspect-vars", "--cfg", CAMVID_STUDENT, "--teacher-cfg", CAMVID_TEACHER,
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    for side, prefix in (("student", ""), ("teacher", "teacher_")):
+        names = [v["name"] for v in data[side]["vars"]]
+        assert names[0] == "image" and names[1] == f"{prefix}conv2d_0.tmp_0", names[:3]
+        numbers = [int(n.split("_")[-1].split(".")[0]) for n in names
+                   if n.startswith(f"{prefix}batch_norm_") and n.endswith(".tmp_3")]
+        assert len(numbers) > 40 and numbers == sorted(numbers), (side, numbers[:12])
+
+
+def test_persistable_column_is_filled(capsys):
+    """--params lists parameters next to activations: the column says which is which."""
+    assert main(["inspect-vars", "--cfg", CAMVID_STUDENT, "--params", "--grep",
+                 "^(conv1_1_weights|conv2d_0.tmp_0)$"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("│")]
+    cells = {row.split("│")[1].strip(): row.split("│")[5].strip() for row in rows}
+    assert cells == {"conv1_1_weights": "yes", "conv2d_0.tmp_0": "no"}
+    assert main(["inspect-vars", "--cfg", CAMVID_STUDENT, "--grep", "^conv2d_0.tmp_0$"]) == 0
+    out = capsys.readouterr().out
+    assert "persistable" not in out and "activations (--params adds parameters)" in out
+
+
+def test_closest_names_for_an_unknown_variable_are_never_parameters():
+    from segdistill_cli.config import load_configs, parse_distill
+    from segdistill_cli.distill.pairs import resolve_pairs
+    from segdistill_cli.programs import build_student_train, build_teacher
+
+    configs = load_configs(CAMVID_STUDENT, CAMVID_TEACHER)
+    student = build_student_train(configs.student)
+    teacher = build_teacher(configs.teacher, student.image.shape)
+    pairs = parse_distill([{"TEACHER": "logits", "STUDENT": "logit"}])
+    with pytest.raises(ConfigError) as error:
+        resolve_pairs(pairs, student.main, teacher.main, student.aliases, teacher.aliases)
+    message = str(error.value)
+    assert "closest: logits, logits_lowres" in message
+    assert "logit/biases" not in message and "logit/weights" not in message

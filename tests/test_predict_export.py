@@ -82,7 +82,7 @@ def test_predict_writes_palette_pngs_at_original_size(setup, tmp_path):
     from segdistill_cli.engine.evaluator import Predictor
     from segdistill_cli.eval_run import load_model
     from segdistill_cli.paddle_env import import_paddle
-    from segdistill_cli.palettes import CAMVID_PALETTE, colorize
+    from segdistill_cli.palettes import CAMVID_PALETTE
     from segdistill_cli.predict import collect_inputs, run_predict
 
     cfg, checkpoint, _, _ = setup
@@ -115,15 +115,38 @@ def test_predict_writes_palette_pngs_at_original_size(setup, tmp_path):
             rgb = np.asarray(im.convert("RGB"))
         np.testing.assert_array_equal(rgb, colors[expected])
         assert len(np.unique(expected)) >= 3
-        with Image.open(tmp_path / "out" / "overlay" / f"{name}.png") as im:
-            assert im.size == (3 * 480, 360) and im.mode == "RGB"
-            panels = np.asarray(im)
-        np.testing.assert_array_equal(panels[:, :480], bgr[:, :, ::-1])
-        blended = (bgr[:, :, ::-1].astype(np.float32) * 0.5 + colors[expected] * 0.5).round()
-        np.testing.assert_array_equal(panels[:, 480:960], blended.astype(np.uint8))
         label = read_label(str(CAMVID / label_rel))
-        np.testing.assert_array_equal(panels[:, 960:], colorize(label, colors))
-        assert (panels[:, 960:][label == 11] == 0).all()  # ignored pixels black
+        with Image.open(tmp_path / "out" / "overlay" / f"{name}.png") as im:
+            assert im.mode == "RGB"
+            picture = np.asarray(im)
+        _check_overlay(picture, bgr[:, :, ::-1], expected, label, colors)
+
+
+def _check_overlay(picture, rgb, pred, label, colors):
+    """Titled panels, a legend of every class colour, prediction and ground truth drawn alike."""
+    from segdistill_cli.overlay import BACKGROUND, IGNORE_NAME, draw_overlay
+    from segdistill_cli.palettes import CAMVID_CLASSES, colorize
+
+    overlay = draw_overlay(rgb, pred, colors, CAMVID_CLASSES, label)
+    np.testing.assert_array_equal(picture, overlay.image)  # the file is this drawing
+    assert [p.title for p in overlay.panels] == ["input", "prediction", "ground truth"]
+    assert overlay.legend == [(n, tuple(int(v) for v in c)) for n, c in
+                              zip(CAMVID_CLASSES, colors)] + [(IGNORE_NAME, (0, 0, 0))]
+    crops = [picture[y:y + h, x:x + w] for x, y, w, h in (p.box for p in overlay.panels)]
+    assert all(c.shape == rgb.shape for c in crops)  # 480x360: full size, not enlarged
+    np.testing.assert_array_equal(crops[0], rgb)
+    np.testing.assert_array_equal(crops[1], colorize(pred, colors))  # solid, not blended
+    np.testing.assert_array_equal(crops[2], colorize(label, colors))
+    same = pred == label  # where the model is right, both panels show the very same colour
+    assert same.mean() > 0.1
+    np.testing.assert_array_equal(crops[1][same], crops[2][same])
+    assert (crops[2][label == 11] == 0).all()  # ignored pixels black
+    # Each title is drawn above its panel; each legend colour appears below the panels.
+    for x, y, w, _ in (p.box for p in overlay.panels):
+        assert (picture[:y, x:x + w] != BACKGROUND).any()
+    below = picture[max(y + h for _, y, _, h in (p.box for p in overlay.panels)):]
+    for _, color in overlay.legend:
+        assert (below == color).all(axis=-1).any(), color
 
 
 @needs_camvid
@@ -142,7 +165,11 @@ def test_predict_cli_image_and_dir(setup, tmp_path):
     with Image.open(tmp_path / "a" / "pred" / f"{one.stem}.png") as im:
         assert im.size == (120, 90)
     with Image.open(tmp_path / "a" / "overlay" / f"{one.stem}.png") as im:
-        assert im.size == (240, 90)  # no label: two panels
+        # No label: two panels, each 120x90 enlarged x3 to be seen (>= 240 px high).
+        from segdistill_cli.overlay import GAP, MIN_PANEL_HEIGHT
+
+        assert MIN_PANEL_HEIGHT == 240
+        assert im.size[0] == GAP + 2 * (3 * 120 + GAP) and im.size[1] > 3 * 90
     assert main(base + ["--dir", str(data_dir / "img"), "--out", str(tmp_path / "b")]) == 0
     assert len(list((tmp_path / "b" / "pred").glob("*.png"))) == 5
     assert not list((tmp_path / "b").rglob(".*tmp*"))  # atomic writes left nothing behind

@@ -58,12 +58,16 @@ def _print_vars(title: str, infos, grep, op, params) -> None:
     from ..inspect import filter_vars
 
     rows = filter_vars(infos, grep, op, params)
-    table = Table(title=f"{title}: {len(rows)} variables", show_lines=False)
-    for column in ("name", "shape", "dtype", "op", "persistable", "alias"):
+    # Without --params every row is an activation: a persistable column would only say "no".
+    kind = "variables" if params else "activations (--params adds parameters)"
+    columns = ["name", "shape", "dtype", "op"] + (["persistable"] if params else []) + ["alias"]
+    table = Table(title=f"{title}: {len(rows)} {kind}, in program order", show_lines=False)
+    for column in columns:
         table.add_column(column, no_wrap=column in ("name", "shape"), overflow="fold")
     for v in rows:
-        table.add_row(v.name, str(list(v.shape)), v.dtype, v.op or "-",
-                      "yes" if v.persistable else "", v.alias or "")
+        persistable = ["yes" if v.persistable else "no"] if params else []
+        table.add_row(v.name, str(list(v.shape)), v.dtype, v.op or "-", *persistable,
+                      v.alias or "")
     console.print(table)
 
 

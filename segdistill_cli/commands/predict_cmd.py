@@ -12,11 +12,14 @@ from ._common import (cfg_option, console, model_dir_option, read_configs, set_o
 ORDER = 45
 
 PREDICT_HELP = (
-    "Predict images and write pictures at each image's original size."
+    "Predict images: class-id PNGs at each image's original size, and overlay pictures."
     '\n\n'
     '<out>/pred/<name>.png: palette PNG whose pixel values are class ids (dataset colours); '
-    '<out>/overlay/<name>.png: input | prediction blended over it | ground truth (--with-'
-    'label, lists with labels; ignored pixels black). Images go through the eval pipeline '
+    '<out>/overlay/<name>.png: input | prediction | ground truth (--with-label, lists with '
+    'labels), each panel titled, a legend naming every class colour (black: ignored); small '
+    'images are enlarged. <name> is the image path without its extension: relative to '
+    'DATA_DIR (--list; its subfolders are kept), to --dir, or the file name (--image). '
+    'Images go through the eval pipeline '
     '(AUG_METHOD resize, pad to EVAL_CROP_SIZE); one still larger than EVAL_CROP_SIZE is '
     'first shrunk keeping its aspect ratio, and the prediction is resized back (nearest).'
 )

@@ -110,6 +110,7 @@ class _VarTable:
                  exclude_prefix: Optional[str] = None):
         self.role = role
         self.shapes: dict[str, Shape] = {}
+        self.activations: list[str] = []  # what a pair distils; parameters are never offered
         for var in program.list_vars():
             name = var.name
             if name in ("feed", "fetch") or "@" in name:  # @GRAD, @LR_DECAY_COUNTER@, ...
@@ -117,6 +118,8 @@ class _VarTable:
             if exclude_prefix and name.startswith(exclude_prefix):
                 continue  # a merged student program also holds the teacher's variables
             self.shapes[name] = tuple(var.shape)
+            if not var.persistable:
+                self.activations.append(name)
         self.aliases = dict(aliases or {})
 
     def lookup(self, name: str) -> Optional[str]:
@@ -126,7 +129,8 @@ class _VarTable:
         return target if target in self.shapes else None
 
     def suggestions(self, name: str, n: int = 5) -> list[str]:
-        return difflib.get_close_matches(name, list(self.shapes) + list(self.aliases), n=n,
+        """Close activation names and aliases (a misspelt `logits` must not get `logit/biases`)."""
+        return difflib.get_close_matches(name, self.activations + list(self.aliases), n=n,
                                          cutoff=0.5)
 
 
