@@ -138,7 +138,7 @@ def _check_overlay(picture, rgb, pred, label, colors):
     np.testing.assert_array_equal(crops[1], colorize(pred, colors))  # solid, not blended
     np.testing.assert_array_equal(crops[2], colorize(label, colors))
     same = pred == label  # where the model is right, both panels show the very same colour
-    assert same.mean() > 0.1
+    assert same.sum() > 1000  # (an untrained test model: a few percent of the pixels)
     np.testing.assert_array_equal(crops[1][same], crops[2][same])
     assert (crops[2][label == 11] == 0).all()  # ignored pixels black
     # Each title is drawn above its panel; each legend colour appears below the panels.
