@@ -294,6 +294,15 @@ def test_config_show_prints_the_image_counts_train_uses(capsys, tmp_path):
     dataset = json.loads(capsys.readouterr().out)["student"]["DATASET"]
     train_set = SegDataset(load_config(STUDENT, sets), mode="train")
     assert dataset["TRAIN_TOTAL_IMAGES"] == len(train_set.entries) == 24
+    # With unlabelled images in each batch the schedule counts differently: show what it uses.
+    (tmp_path / "u.list").write_text("".join(f"u{n}.png\n" for n in range(5)))
+    mixed = sets + [f"DATASET.UNLABELED_FILE_LIST={tmp_path}/u.list", "BATCH_SIZE=4",
+                    "DATASET.UNLABELED_PER_BATCH=2"]
+    from segdistill_cli.data.mixed import schedule_images, train_set as build_train_set
+
+    shown = used_values(load_config(STUDENT, mixed), "student").data["DATASET"]
+    used = schedule_images(build_train_set(load_config(STUDENT, mixed), (0, 1), 0, 4))
+    assert shown["TRAIN_TOTAL_IMAGES"] == used == 48 != 24  # 12 steps of 2 labelled x batch 4
     assert dataset["VAL_TOTAL_IMAGES"] == 2
     assert "TEST_TOTAL_IMAGES" not in dataset  # no command reads it
 

@@ -4,9 +4,11 @@ Two keys differ from the stored config:
 * `DISTILL`: absent means the tutorial's pair, so the student shows that pair (`distill_pairs`,
   the property `train` reads). The teacher's view leaves the key out: only the student's is read.
 * `DATASET.TRAIN_TOTAL_IMAGES` / `VAL_TOTAL_IMAGES`: legacy counted the list files; segdistill
-  always uses the real number of samples of the list (`read_entries`, the reader the datasets
-  use). The view shows that number, or leaves the key out (with a note) when the list cannot be
-  read. `TEST_TOTAL_IMAGES` is read by no command and is left out.
+  uses the real samples. TRAIN is the image count the LR schedule is built from, computed by the
+  same code `train` runs (`data.mixed.train_set` + `schedule_images`: the train list's length, or
+  with unlabelled images the count whose schedule has the steps really run); VAL is the val
+  list's length as every eval reads it (`read_entries`). A key is left out (with a note) when
+  its list cannot be read. `TEST_TOTAL_IMAGES` is read by no command and is left out.
 """
 from __future__ import annotations
 
@@ -31,8 +33,6 @@ class ConfigView:
 
 def used_values(cfg: SegConfig, role: str) -> ConfigView:
     """`cfg` as plain data, with DISTILL and the image counts as the commands use them."""
-    from ..data.dataset import read_entries
-
     data = cfg.to_plain()
     view = ConfigView(data)
     if role == "student":
@@ -42,7 +42,7 @@ def used_values(cfg: SegConfig, role: str) -> ConfigView:
     dataset = data["DATASET"]
     for count_key, list_key in COUNTED_LISTS.items():
         try:
-            dataset[count_key] = len(read_entries(cfg, cfg.DATASET[list_key]))
+            dataset[count_key] = _image_count(cfg, count_key)
         except (OSError, SegDistillError) as exc:
             del dataset[count_key]
             view.notes.append(f"{role}: DATASET.{count_key} left out: the list "
@@ -50,3 +50,12 @@ def used_values(cfg: SegConfig, role: str) -> ConfigView:
     for key in UNUSED_COUNTS:
         dataset.pop(key, None)
     return view
+
+
+def _image_count(cfg: SegConfig, count_key: str) -> int:
+    from ..data.dataset import read_entries
+    from ..data.mixed import schedule_images, train_set
+
+    if count_key == "TRAIN_TOTAL_IMAGES":  # what train hands to the LR schedule (one trainer)
+        return schedule_images(train_set(cfg, (0, 1), 0, int(cfg.BATCH_SIZE)))
+    return len(read_entries(cfg, cfg.DATASET[COUNTED_LISTS[count_key]]))
