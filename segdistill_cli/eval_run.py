@@ -7,10 +7,10 @@ written by `train` (`model.pdparams`), a legacy one-file-per-variable folder (th
 pretrained models) or a `.pdparams` file all load, strictly: every parameter of the eval program,
 with the right shape.
 
-Several GPUs (`--gpus 0,1`): the command re-runs itself under paddle.distributed.launch (the
-launcher module decides); each worker evaluates a contiguous part of the val list. Static
-collective ops do not run on the CPU build, so the per-worker confusion matrices are gathered
-through files: each rank writes `shard-<rank>.npy` (+ a `.json` marker written last, both by
+Several GPUs (`--gpus 0,1`) or CPU workers (`--cpu --nproc N`): the command re-runs itself under
+paddle.distributed.launch (the launcher module decides); each worker evaluates a contiguous part
+of the val list. The per-worker confusion matrices are gathered through files (no collective
+op, so the same on every build): each rank writes `shard-<rank>.npy` (+ a `.json` marker written last, both by
 atomic rename) into a run folder; rank 0 waits for all of them, sums them (a sum of confusion
 matrices is the matrix of the whole list) and writes `result.json`, which the launching process
 reads and reports. No process but the launching one writes to stdout.
@@ -145,6 +145,7 @@ class EvalOptions:
     check_data: str = "sample"  # sample | full | off
     gpus: Optional[str] = None
     cpu: bool = False
+    nproc: Optional[int] = None  # with cpu: CPU worker processes
     gather_timeout: float = GATHER_TIMEOUT_S
 
 
@@ -182,7 +183,8 @@ def run_eval(choice: ModelChoice, options: EvalOptions, argv: Sequence[str],
     the launcher. Returns the EvalResult to report, or None in a process that reports nothing
     (workers other than rank 0, and rank 0 of a launch started by us)."""
     env = dict(os.environ if env is None else env)
-    plan = plan_launch(LaunchRequest(gpus=options.gpus, cpu=options.cpu), argv, env=env)
+    plan = plan_launch(LaunchRequest(gpus=options.gpus, cpu=options.cpu, nproc=options.nproc),
+                       argv, env=env)
     ctx = None if plan.kind == "launch" else run_context(plan, env)
     if ctx is None or ctx.is_main:  # workers > 0 trust rank 0's (identical) checks
         check_val_data(choice.cfg, options.check_data)
@@ -209,10 +211,9 @@ def launch_and_collect(plan: Any, options: EvalOptions, env: dict) -> Any:
     try:
         env[GATHER_DIR_ENV] = str(gather_dir)
         with stdout_to_stderr():  # the launcher's and workers' chatter must not mix with results
-            code = run_launch(plan, env)
-        if code:
-            raise SegDistillError(f"eval workers failed (exit code {code}); see the worker logs "
-                                  "(paddle.distributed.launch writes them to ./log)")
+            code = run_launch(plan, env)  # a failed worker raises, naming its log
+        if code:  # 130: Ctrl-C, the launcher stopped its workers
+            raise KeyboardInterrupt
         result_file = gather_dir / RESULT_FILE
         if not result_file.is_file():
             raise SegDistillError(f"eval workers finished without a result ({result_file})")

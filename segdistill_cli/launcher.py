@@ -1,4 +1,4 @@
-"""Where and how a command runs: CPU or which GPU, one process or one worker per GPU.
+"""Where and how a command runs: CPU or which GPU, one process or several workers.
 
 Shared by `train` and `eval`. The decision is a pure function of the options, the Paddle build
 (`cuda_compiled`, `gpu_count`, injectable for tests) and the environment:
@@ -11,28 +11,41 @@ Shared by `train` and `eval`. The decision is a pure function of the options, th
   (an argument list, never a shell). `paddle.distributed.launch` takes a script path, not `-m`;
   when the "script" does not end in `.py` it runs it as a program with the remaining arguments,
   so the Python interpreter is passed as the script (checked on Paddle 2.6.2).
+* `--cpu --nproc N` (N > 1, or any multi-node option): the same, with `--nproc_per_node N`
+  (`--devices` fails on the CPU build) and each worker limited to its share of the cores.
 * inside a worker (`PADDLE_TRAINER_ID` set by the launcher, and our `SEGDISTILL_WORKER=1`):
   never relaunch; rank/world/GPU come from `PADDLE_TRAINER_ID`, `PADDLE_TRAINERS_NUM`,
   `FLAGS_selected_gpus` (an index among the visible GPUs, like legacy's `CUDAPlace(gpu_id)`).
 
-Static collective training (fleet) needs a GPU build: on the CPU build fleet's process group
-fails (reference/paddle-compat.md §7), so the multi-process path is tested up to the launch.
+GPU and CPU workers run the same fleet collective program; what the CPU (Gloo) build needs on
+top is in `collective.py` (docs/design.md, "Data-parallel training on CPU (Gloo)").
 Importing this module does not import Paddle.
 """
 from __future__ import annotations
 
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import ConfigError
+from .errors import ConfigError, SegDistillError
 
 WORKER_ENV = "SEGDISTILL_WORKER"
+# The seed the launching process drew for its workers when --seed was not given: every rank
+# must use the same one (the epoch order is one permutation that the ranks slice).
+SEED_ENV = "SEGDISTILL_RUN_SEED"
 # Options consumed by the launcher (they must not reach the workers); all take a value.
-LAUNCH_VALUE_OPTIONS = ("--gpus", "--ips", "--nnodes", "--master", "--node-rank", "--rank")
+LAUNCH_VALUE_OPTIONS = ("--gpus", "--nproc", "--ips", "--nnodes", "--master", "--node-rank",
+                        "--rank")
+SYNC_BN_NEEDS_GPU = ("TRAIN.SYNC_BATCH_NORM needs the GPU build of Paddle (sync_batch_norm is not "
+                     "in this one; CPU workers normalise with per-worker batch statistics)")
+# Thread-count variables a CPU worker gets (its share of the cores) unless the user set them.
+CPU_THREAD_ENV = ("OMP_NUM_THREADS", "FLAGS_paddle_num_threads")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,6 +59,7 @@ class LaunchRequest:
 
     gpus: Optional[str] = None       # "0,1" as typed
     cpu: bool = False
+    nproc: Optional[int] = None      # CPU worker processes per node (with --cpu)
     ips: Optional[str] = None        # multi-node: "10.0.0.1,10.0.0.2"
     nnodes: Optional[int] = None
     master: Optional[str] = None     # "ip:port"
@@ -57,6 +71,11 @@ class LaunchRequest:
         return bool(self.ips or self.master or (self.nnodes and self.nnodes > 1)
                     or self.node_rank is not None)
 
+    @property
+    def cpu_workers(self) -> bool:
+        """CPU worker processes under the launcher (`--cpu --nproc N`)."""
+        return self.cpu and self.nproc is not None and (self.nproc > 1 or self.multi_node)
+
 
 @dataclass(frozen=True)
 class LaunchPlan:
@@ -65,6 +84,8 @@ class LaunchPlan:
     kind: str
     device: str = "cpu"                      # "cpu" or "gpu:N" for single / worker
     command: Tuple[str, ...] = field(default=())
+    worker_env: Tuple[Tuple[str, str], ...] = ()  # added to the launcher's environment
+    log_dir: str = "log"                     # where the launcher writes workerlog.<N>
 
 
 @dataclass(frozen=True)
@@ -164,8 +185,15 @@ def plan_launch(request: LaunchRequest, argv: Sequence[str], *,
     gpus = parse_gpus(request.gpus)
     if request.cpu and gpus is not None:
         raise ConfigError("--cpu and --gpus exclude each other")
-    if request.multi_node and gpus is None:
-        raise ConfigError("multi-node options (--ips/--nnodes/--master) need --gpus")
+    if request.nproc is not None and not request.cpu:
+        raise ConfigError("--nproc needs --cpu (with GPUs, --gpus 0,1 starts one worker per GPU)")
+    if request.nproc is not None and request.nproc < 1:
+        raise ConfigError(f"--nproc {request.nproc}: need at least 1 worker")
+    if request.multi_node and gpus is None and request.nproc is None:
+        raise ConfigError("multi-node options (--ips/--nnodes/--master) need --gpus, or --cpu "
+                          "--nproc N")
+    if request.cpu_workers:
+        return _cpu_launch_plan(request, argv, cuda_compiled, env, python)
     if request.cpu:
         return LaunchPlan("single", device="cpu")
     cuda_compiled, gpu_count = _cuda_facts(cuda_compiled, gpu_count)
@@ -174,7 +202,29 @@ def plan_launch(request: LaunchRequest, argv: Sequence[str], *,
     _check_gpus(gpus, cuda_compiled, gpu_count)
     if len(gpus) == 1 and not request.multi_node:
         return LaunchPlan("single", device=f"gpu:{gpus[0]}")
-    return LaunchPlan("launch", command=tuple(launch_command(request, gpus, argv, python=python)))
+    return LaunchPlan("launch", command=tuple(launch_command(request, gpus, argv, python=python)),
+                      log_dir=request.log_dir or "log")
+
+
+def _cpu_launch_plan(request: LaunchRequest, argv: Sequence[str], cuda_compiled: Optional[bool],
+                     env: Mapping[str, str], python: str) -> LaunchPlan:
+    """`--cpu --nproc N`: N Gloo workers on this node, each with its share of the cores."""
+    cuda_compiled, _ = _cuda_facts(cuda_compiled, 0)
+    if cuda_compiled:
+        raise SegDistillError("--cpu --nproc: CPU workers are supported on the CPU build of "
+                              "Paddle only (this one has CUDA: use --gpus 0,1)")
+    threads = str(max(1, available_cores() // int(request.nproc)))
+    worker_env = tuple((name, threads) for name in CPU_THREAD_ENV if name not in env)
+    return LaunchPlan("launch", command=tuple(launch_command(request, None, argv, python=python)),
+                      worker_env=worker_env, log_dir=request.log_dir or "log")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def strip_launch_options(argv: Sequence[str],
@@ -197,11 +247,15 @@ def strip_launch_options(argv: Sequence[str],
     return out
 
 
-def launch_command(request: LaunchRequest, gpus: Sequence[int], argv: Sequence[str], *,
+def launch_command(request: LaunchRequest, gpus: Optional[Sequence[int]], argv: Sequence[str], *,
                    python: str = sys.executable) -> List[str]:
     """`python -m paddle.distributed.launch ... <python> -u -m segdistill_cli <argv minus launch
-    options>` as an argument list."""
-    cmd = [python, "-m", "paddle.distributed.launch", "--devices", ",".join(map(str, gpus))]
+    options>` as an argument list; `gpus` None = `request.nproc` CPU workers."""
+    cmd = [python, "-m", "paddle.distributed.launch"]
+    if gpus is None:
+        cmd += ["--nproc_per_node", str(request.nproc)]
+    else:
+        cmd += ["--devices", ",".join(map(str, gpus))]
     if request.ips:
         cmd += ["--ips", request.ips]
     if request.nnodes is not None:
@@ -252,6 +306,27 @@ def run_context(plan: LaunchPlan, env: Optional[Mapping[str, str]] = None) -> Ru
     return RunContext(rank=0, nranks=1, device=plan.device)
 
 
+def launch_log_dir(save_dir: Path, node_rank: Optional[int] = None) -> Path:
+    """Where a training launch keeps its logs (workerlog.<N>, rank 0's rendezvous http.log):
+    `<MODEL_SAVE_DIR>/launch_logs`, and `launch_logs/node<K>` for node K > 0 of a multi-node run
+    (so nodes sharing the folder do not overwrite each other's workerlog.0)."""
+    folder = Path(save_dir) / "launch_logs"
+    return folder / f"node{node_rank}" if node_rank else folder
+
+
+def shared_random_seed(env: Optional[Mapping[str, str]] = None) -> int:
+    """The seed of a run started without --seed: the one the launching process drew for its
+    workers (`SEED_ENV`), or a fresh random one in a single process."""
+    env = os.environ if env is None else env
+    if in_worker(env) and env.get(SEED_ENV, "").isdigit():
+        return int(env[SEED_ENV])
+    return draw_seed()
+
+
+def draw_seed() -> int:
+    return random.SystemRandom().randrange(2**31)
+
+
 def per_rank_batch(global_batch: int, nranks: int) -> int:
     """Legacy: BATCH_SIZE is the global batch, split evenly over the workers."""
     if global_batch % nranks:
@@ -267,13 +342,33 @@ def shard_items(items: Sequence[Any], rank: int, nranks: int) -> List[Any]:
     return list(items[n * rank:n * (rank + 1)])
 
 
-def run_launch(plan: LaunchPlan, env: Optional[Mapping[str, str]] = None) -> int:
-    """Run the launcher command of a "launch" plan; return its exit code (130 on Ctrl-C)."""
+# The launcher's report of a failed worker ("Container rank 1 status failed cmd [...] code -9 log
+# <dir>/workerlog.1"), and its dump of the worker environment that follows (not echoed).
+_FAILED_WORKER = re.compile(r"Container rank (\d+) status failed .* code (-?\d+) log (\S+)")
+_ENV_DUMP = "env {"
+
+
+def run_launch(plan: LaunchPlan, env: Optional[Mapping[str, str]] = None,
+               extra_env: Optional[Mapping[str, str]] = None) -> int:
+    """Run the launcher command of a "launch" plan, echoing its output; return 0 or 130 (Ctrl-C).
+
+    A failed worker ends the whole job (the launcher stops the others): raises one error naming
+    the first failed rank, its exit code and its log file (exit code 2 if that worker's was 2).
+    """
     child_env = dict(os.environ if env is None else env)
+    child_env.update(plan.worker_env)
+    child_env.update(extra_env or {})
     child_env[WORKER_ENV] = "1"
-    proc = subprocess.Popen(list(plan.command), env=child_env)
+    proc = subprocess.Popen(list(plan.command), env=child_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace")
+    failed: Optional[re.Match] = None
     try:
-        return proc.wait()
+        for line in proc.stdout:
+            failed = failed or _FAILED_WORKER.search(line)
+            if not line.startswith(_ENV_DUMP):
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        code = proc.wait()
     except KeyboardInterrupt:
         # The launcher got the same SIGINT (same process group) and stops its workers.
         try:
@@ -282,6 +377,14 @@ def run_launch(plan: LaunchPlan, env: Optional[Mapping[str, str]] = None) -> int
             proc.send_signal(signal.SIGTERM)
             proc.wait()
             return 130
+    if code == 0 or code == 130:
+        return code
+    if failed is None:
+        raise SegDistillError(f"paddle.distributed.launch failed (exit code {code}); worker logs "
+                              f"in {plan.log_dir}")
+    rank, worker_code, log = int(failed.group(1)), int(failed.group(2)), failed.group(3)
+    error = ConfigError if worker_code == ConfigError.exit_code else SegDistillError
+    raise error(f"worker rank {rank} failed (exit code {worker_code}); its log: {log}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,8 +411,7 @@ def convert_sync_batch_norm(program: Any, startup_program: Any) -> None:
         apply_build_strategy(program, startup_program, build, {"use_cuda": True})
     except RuntimeError as exc:
         if "sync_batch_norm" in str(exc) and "not registered" in str(exc):
-            raise ConfigError("TRAIN.SYNC_BATCH_NORM needs the GPU build of Paddle "
-                                  "(sync_batch_norm is not in this one)") from None
+            raise ConfigError(SYNC_BN_NEEDS_GPU) from None
         raise
 
 
@@ -333,14 +435,53 @@ class SyncBatchNormOptimizer:
         return getattr(self.inner, name)
 
 
-def distributed_optimizer(optimizer: Any, ctx: RunContext, sync_batch_norm: bool = False) -> Any:
+class DataParallelOptimizer:
+    """fleet's collective optimizer; after `minimize`, the CPU build's program changes and the
+    check that every gradient is averaged over the workers (`report` says what was inserted)."""
+
+    def __init__(self, inner: Any, cpu_build: bool, teacher_prefix: str):
+        self.inner, self.cpu_build, self.teacher_prefix = inner, cpu_build, teacher_prefix
+        self.report: Any = None
+
+    def minimize(self, loss: Any, startup_program: Any = None, parameters: Any = None,
+                 no_grad_set: Any = None) -> Any:
+        from . import collective
+        from .paddle_env import import_paddle
+
+        startup = startup_program or import_paddle().static.default_startup_program()
+        result = self.inner.minimize(loss, startup, parameters, no_grad_set)
+        main = loss.block.program
+        if self.cpu_build:
+            collective.strip_stream_sync_ops(main, startup)
+        _, params_grads = result
+        self.report = collective.inspect_program(main, startup)
+        collective.check_all_reduced(self.report, [g.name for _, g in params_grads],
+                                     [p.name for p in main.all_parameters()], self.teacher_prefix)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def distributed_optimizer(optimizer: Any, ctx: RunContext, sync_batch_norm: bool = False,
+                          teacher_prefix: str = "teacher_", log_dir: Optional[Path] = None) -> Any:
     """The optimizer to call `.minimize(loss)` on: `optimizer` itself for one process, else the
-    fleet collective wrapper (gradients all-reduced and averaged), plus SyncBN per
-    TRAIN.SYNC_BATCH_NORM — which legacy also applied only with more than one device."""
+    fleet collective wrapper (gradients all-reduced and averaged, parameters broadcast from rank
+    0 at start), plus SyncBN per TRAIN.SYNC_BATCH_NORM — which legacy also applied only with more
+    than one device. On the CPU build Gloo is set up first (`collective.init_gloo`)."""
     if not ctx.distributed:
         return optimizer
     from paddle.distributed import fleet
 
+    from . import collective
+
+    cpu_build = collective.is_cpu_build()
+    if cpu_build:
+        if sync_batch_norm:
+            raise ConfigError(SYNC_BN_NEEDS_GPU)
+        collective.init_gloo(log_dir)
     fleet.init(is_collective=True)
-    wrapped = fleet.distributed_optimizer(optimizer, fleet.DistributedStrategy())
+    wrapped = DataParallelOptimizer(fleet.distributed_optimizer(optimizer,
+                                                                fleet.DistributedStrategy()),
+                                    cpu_build, teacher_prefix)
     return SyncBatchNormOptimizer(wrapped) if sync_batch_norm else wrapped

@@ -45,7 +45,7 @@ def test_single_process_device_choice(cuda, count, gpus, cpu, expected):
     (dict(gpus="0,0"), ConfigError, "listed twice"),
     (dict(gpus="0;1"), ConfigError, "comma-separated"),
     (dict(gpus="0", cpu=True), ConfigError, "exclude each other"),
-    (dict(master="10.0.0.1:8090", nnodes=2), ConfigError, "need --gpus"),
+    (dict(master="10.0.0.1:8090", nnodes=2), ConfigError, "need --gpus, or --cpu --nproc"),
 ])
 def test_bad_requests_are_clear_errors(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -84,6 +84,45 @@ def test_one_gpu_per_node_on_several_nodes_still_launches():
 def test_strip_keeps_everything_else():
     assert L.strip_launch_options(["eval", "--gpus", "1", "--cpu", "--set", "A=1", "--", "--x"]) \
         == ["eval", "--cpu", "--set", "A=1", "--", "--x"]
+
+
+def test_cpu_workers_launch_with_nproc_and_a_share_of_the_cores(monkeypatch):
+    monkeypatch.setattr(L, "available_cores", lambda: 8)
+    argv = ["train", "--cfg", "s.yaml", "--cpu", "--nproc", "4"]
+    p = plan(argv, cuda=False, count=0, cpu=True, nproc=4, log_dir="out/log")
+    assert p.kind == "launch" and p.log_dir == "out/log"
+    assert list(p.command) == [PY, "-m", "paddle.distributed.launch", "--nproc_per_node", "4",
+                               "--log_dir", "out/log",
+                               PY, "-u", "-m", "segdistill_cli", "train", "--cfg", "s.yaml", "--cpu"]
+    assert dict(p.worker_env) == {"OMP_NUM_THREADS": "2", "FLAGS_paddle_num_threads": "2"}
+    # a thread count the user set is kept
+    mine = plan(argv, cuda=False, count=0, cpu=True, nproc=4, env={"OMP_NUM_THREADS": "3"})
+    assert dict(mine.worker_env) == {"FLAGS_paddle_num_threads": "2"}
+    # one worker on one node needs no launcher
+    assert plan(cuda=False, count=0, cpu=True, nproc=1).kind == "single"
+    node = plan(cuda=False, count=0, cpu=True, nproc=1, nnodes=2, master="127.0.0.1:6170",
+                node_rank=1)
+    assert node.kind == "launch" and node.command[3:11] == (
+        "--nproc_per_node", "1", "--nnodes", "2", "--master", "127.0.0.1:6170", "--rank", "1")
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(nproc=2), ConfigError, "--nproc needs --cpu"),
+    (dict(cpu=True, nproc=0), ConfigError, "at least 1 worker"),
+    (dict(cuda=True, cpu=True, nproc=2), SegDistillError, "CPU build of Paddle only"),
+])
+def test_bad_cpu_worker_requests(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        plan(**kwargs)
+
+
+def test_launch_logs_per_node_and_the_seed_workers_share(tmp_path):
+    assert L.launch_log_dir(tmp_path) == tmp_path / "launch_logs"
+    assert L.launch_log_dir(tmp_path, 0) == tmp_path / "launch_logs"
+    assert L.launch_log_dir(tmp_path, 2) == tmp_path / "launch_logs" / "node2"
+    assert L.shared_random_seed({**WORKER_ENV, L.SEED_ENV: "1234"}) == 1234
+    assert L.shared_random_seed({L.SEED_ENV: "1234"}) != 1234 or \
+        L.shared_random_seed({L.SEED_ENV: "1234"}) != 1234  # outside a worker: drawn afresh
 
 
 # ---- inside a worker --------------------------------------------------------------------------
@@ -164,7 +203,7 @@ _WORKER = textwrap.dedent("""
     ctx = L.run_context(plan)
     out = {"kind": plan.kind, "rank": ctx.rank, "nranks": ctx.nranks, "device": ctx.device,
            "is_main": ctx.is_main, "argv": sys.argv[1:],
-           "marked": os.environ.get(L.WORKER_ENV)}
+           "marked": os.environ.get(L.WORKER_ENV), "threads": os.environ.get("OMP_NUM_THREADS")}
     with open(f"rank{ctx.rank}.json", "w") as fh:
         json.dump(out, fh)
     if ctx.rank == 1:
@@ -176,20 +215,22 @@ _WORKER = textwrap.dedent("""
 def test_real_cpu_launch_of_two_workers(tmp_path, monkeypatch):
     (tmp_path / "fake_worker.py").write_text(_WORKER)
     monkeypatch.chdir(tmp_path)
-    cmd = L.launch_command(L.LaunchRequest(log_dir=str(tmp_path / "log")), (0, 1),
-                           ["train", "--gpus", "0,1", "--cfg", "s.yaml"], python=sys.executable)
-    # CPU build: no --devices; two CPU processes instead. Run our module in place of the CLI.
-    cmd = [("--nproc_per_node" if a == "--devices" else a) for a in cmd]
-    cmd[cmd.index("0,1")] = "2"
-    cmd[cmd.index("segdistill_cli")] = "fake_worker"
+    p = plan(["train", "--cpu", "--nproc", "2", "--cfg", "s.yaml"], cuda=False, count=0,
+             cpu=True, nproc=2, log_dir=str(tmp_path / "log"))
+    cmd = list(p.command)
+    cmd[cmd.index("segdistill_cli")] = "fake_worker"  # our module in place of the CLI
+    cmd = [sys.executable if a == PY else a for a in cmd]
     start = time.time()
-    code = L.run_launch(L.LaunchPlan("launch", command=tuple(cmd)))
+    with pytest.raises(SegDistillError) as failed:
+        L.run_launch(L.LaunchPlan("launch", command=tuple(cmd), worker_env=p.worker_env))
     elapsed = time.time() - start
-    assert code == 3  # rank 1's exit code comes back through the launcher
+    # rank 1's failure comes back as one line: its rank, exit code and log file
+    assert str(failed.value) == (f"worker rank 1 failed (exit code 3); its log: "
+                                 f"{tmp_path / 'log' / 'workerlog.1'}")
     seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for rank, info in enumerate(seen):
         assert info == {"kind": "worker", "rank": rank, "nranks": 2, "device": "cpu",
-                        "is_main": rank == 0, "argv": ["train", "--cfg", "s.yaml"],
-                        "marked": "1"}
+                        "is_main": rank == 0, "argv": ["train", "--cpu", "--cfg", "s.yaml"],
+                        "marked": "1", "threads": p.worker_env[0][1]}
     assert (tmp_path / "log" / "workerlog.0").exists()
     assert elapsed < 30

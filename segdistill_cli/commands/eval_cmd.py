@@ -44,6 +44,8 @@ def eval_command(
     gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU ids; several = one worker per "
                                        "GPU, each on a part of the val list (matrices summed)."),
     cpu: bool = typer.Option(False, "--cpu", help="Force CPU even when a GPU is visible."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="With --cpu: N worker "
+                                        "processes, each on a part of the val list."),
     flip: bool = typer.Option(False, "--flip", help="Test-time augmentation: add the mirrored "
                               "image (softmax averaged)."),
     scales: Optional[str] = typer.Option(None, "--scales", help="Test-time augmentation: scales, "
@@ -65,7 +67,7 @@ def eval_command(
     configs = read_configs(cfg, teacher_cfg, set_, teacher_set, "eval")
     choice = choose_model(configs, model_dir, teacher)
     options = EvalOptions(flip=flip, scales=parse_scales(scales), batch_size=batch_size,
-                          check_data=check_data, gpus=gpus, cpu=cpu)
+                          check_data=check_data, gpus=gpus, cpu=cpu, nproc=nproc)
     out = err_console if json_out == "-" else console
     with _quiet_stdout(json_out == "-"):
         require_valid(choice.configs, "eval")

@@ -20,6 +20,9 @@ def train(
     gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU ids, e.g. 0,1 (several = one "
                                        "worker per GPU via paddle.distributed.launch)."),
     cpu: bool = typer.Option(False, "--cpu", help="Force CPU even when a GPU is visible."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="With --cpu: N worker "
+                                        "processes (data-parallel over Gloo, BATCH_SIZE split "
+                                        "over them, each with its share of the cores)."),
     use_gpu: bool = typer.Option(False, "--use_gpu", "--use-gpu", hidden=True,
                                  help="Legacy flag: GPU is the default when available."),
     log_steps: int = typer.Option(10, "--log-steps", "--log_steps", min=1,
@@ -73,7 +76,7 @@ def train(
         dry_run=dry_run, seed=seed, vdl=vdl, check_data=check_data, preflight_only=preflight,
         allow_weak_teacher=allow_weak_teacher,
         overwrite=overwrite, allow_config_change=allow_config_change,
-        ips=ips, nnodes=nnodes, master=master, node_rank=node_rank,
+        ips=ips, nnodes=nnodes, master=master, node_rank=node_rank, nproc=nproc,
     )
     if code:
         raise typer.Exit(code)

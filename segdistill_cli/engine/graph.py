@@ -11,14 +11,15 @@ the student's own name generator: otherwise two ops can write the same temp name
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..config import Configs
 from ..distill.build import DistillLosses, add_distill_losses
 from ..distill.merge import check_teacher_frozen, merge_teacher
 from ..distill.pairs import ResolvedPair, resolve_pairs
-from ..errors import ConfigError
-from ..launcher import RunContext, distributed_optimizer
+from ..errors import ConfigError, SegDistillError
+from ..launcher import RunContext, distributed_optimizer, launch_log_dir
 from ..paddle_env import import_paddle
 from ..programs import (BuiltProgram, build_student_train, build_teacher, crop_hw,
                         use_onednn_for_inference)
@@ -48,6 +49,11 @@ class TrainGraph:
     # Fraction of the batch's pixels each mask keeps: "mask/ce" (labelled pixels) and, when
     # distilling, "mask/distill" (image pixels, padding excluded; also unlabelled images).
     coverage: dict[str, Any] = field(default_factory=dict)
+    collective: Any = None  # collective.CollectiveReport of a data-parallel program
+
+    def student_trainable(self) -> list[str]:
+        """Names of the parameters the optimizer updates (the same on every rank)."""
+        return sorted(p.name for p in self.main.all_parameters() if p.trainable)
 
     @property
     def main(self) -> Any:
@@ -162,10 +168,12 @@ def build_train_graph(configs: Configs, ctx: RunContext, train_total_images: int
     with student.guard():
         total = ce + distill.total if distill is not None else ce * 1.0
         optimizer, scheduler = build_optimizer(cfg, train_total_images)
-        optimizer = distributed_optimizer(optimizer, ctx, bool(cfg.TRAIN.SYNC_BATCH_NORM))
+        optimizer = distributed_optimizer(optimizer, ctx, bool(cfg.TRAIN.SYNC_BATCH_NORM),
+                                          TEACHER_PREFIX,
+                                          launch_log_dir(Path(cfg.TRAIN.MODEL_SAVE_DIR)))
         optimizer.minimize(total)
     if distill is not None:
         check_teacher_frozen(student.main, TEACHER_PREFIX)  # no teacher grads, no teacher updates
     exe.run(student.startup, scope=scope)
     return TrainGraph(student, teacher, scope, place, exe, label, mask, ce, distill, total,
-                      scheduler, pairs or [], coverage)
+                      scheduler, pairs or [], coverage, getattr(optimizer, "report", None))

@@ -7,7 +7,8 @@ from typing import Optional, Sequence
 from ..config import Configs
 from ..data.check import check_data_mode
 from ..errors import ConfigError, Interrupted
-from ..launcher import LaunchRequest, per_rank_batch, plan_launch, run_context, run_launch
+from ..launcher import (SEED_ENV, SYNC_BN_NEEDS_GPU, LaunchRequest, draw_seed, launch_log_dir,
+                        per_rank_batch, plan_launch, run_context, run_launch)
 from .preemption import Preempted, resume_command
 from .trainer import Trainer, TrainOptions
 
@@ -19,20 +20,22 @@ def run_train(configs: Configs, argv: Sequence[str], gpus: Optional[str] = None,
               preflight_only: bool = False, allow_weak_teacher: bool = False,
               overwrite: bool = False, allow_config_change: bool = False,
               ips: Optional[str] = None, nnodes: Optional[int] = None,
-              master: Optional[str] = None, node_rank: Optional[int] = None) -> int:
+              master: Optional[str] = None, node_rank: Optional[int] = None,
+              nproc: Optional[int] = None) -> int:
     """Run training here, or re-run this command under paddle.distributed.launch (one worker per
-    GPU). Returns the exit code."""
+    GPU, or `nproc` CPU workers). Returns the exit code."""
     check_data_mode(check_data)  # here too: before any worker is launched
     if overwrite and resume:
         raise ConfigError("--overwrite and --resume contradict each other: choose one")
     save_dir = Path(configs.student.TRAIN.MODEL_SAVE_DIR or ".")
-    request = LaunchRequest(gpus=gpus, cpu=force_cpu, ips=ips, nnodes=nnodes, master=master,
-                            node_rank=node_rank, log_dir=str(save_dir / "launch_logs"))
+    request = LaunchRequest(gpus=gpus, cpu=force_cpu, nproc=nproc, ips=ips, nnodes=nnodes,
+                            master=master, node_rank=node_rank,
+                            log_dir=str(launch_log_dir(save_dir, node_rank)))
     plan = plan_launch(request, argv)
     if plan.kind == "launch":
-        # Fail here, not in N workers at once, when the global batch cannot be split.
-        per_rank_batch(int(configs.student.BATCH_SIZE), len(gpus.split(",")) if gpus else 1)
-        return run_launch(plan)
+        check_before_launch(configs, request, seed)
+        # Every worker must draw the same data order: one seed, drawn here, for all of them.
+        return run_launch(plan, extra_env={SEED_ENV: str(draw_seed() if seed is None else seed)})
     # Legacy's TRAIN.RESUME_MODEL_DIR means the same as --resume DIR (the flag wins).
     resume = resume or configs.student.TRAIN.RESUME_MODEL_DIR or None
     options = TrainOptions(use_teacher=use_teacher, do_eval=do_eval, log_steps=log_steps,
@@ -61,3 +64,20 @@ def interrupted_line(save_dir: Path, argv: Sequence[str]) -> str:
     epoch = (read_meta(latest) or {}).get("epoch")
     return (f"interrupted: last complete checkpoint {latest} (epoch {epoch}); resume with: "
             + resume_command(argv))
+
+
+def check_before_launch(configs: Configs, request: LaunchRequest, seed: Optional[int]) -> None:
+    """What can be refused here, once, rather than in every worker."""
+    cfg = configs.student
+    per_rank_batch(int(cfg.BATCH_SIZE), world_size(request))
+    if request.cpu_workers and cfg.TRAIN.SYNC_BATCH_NORM:
+        raise ConfigError(SYNC_BN_NEEDS_GPU)
+    if request.multi_node and seed is None:
+        raise ConfigError("multi-node training needs --seed N: every node's workers must use the "
+                          "same seed (one data order), and the nodes cannot agree on a random one")
+
+
+def world_size(request: LaunchRequest) -> int:
+    """Workers over all nodes: per node (GPUs listed, or --nproc) times --nnodes."""
+    per_node = int(request.nproc) if request.gpus is None else len(request.gpus.split(","))
+    return per_node * int(request.nnodes or 1)

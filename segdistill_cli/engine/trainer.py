@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
-import random
 import resource
 import sys
 import time
@@ -33,13 +32,13 @@ from ..data.check import preflight_data
 from ..data.loader import BatchLoader, default_prefetch
 from ..data.mixed import check_unlabeled_split, schedule_images, train_set as build_train_set
 from ..errors import ConfigError, SegDistillError, combine
-from ..launcher import RunContext, per_rank_batch
+from ..launcher import RunContext, per_rank_batch, shared_random_seed
 from ..weights import load_weights
 from . import checkpoints, run_dir
 from .evaluator import Evaluator
 from .teacher_check import TeacherCheck, check_teacher, enforce
-from .graph import (TrainGraph, build_teacher_program, build_train_graph, plan_pairs,
-                    seeded_student)
+from .graph import (TEACHER_PREFIX, TrainGraph, build_teacher_program, build_train_graph,
+                    plan_pairs, seeded_student)
 from .preemption import Preempted, StopRequest, resume_command
 from .train_log import TrainLogger
 
@@ -116,7 +115,7 @@ class Trainer:
         self.cfg = configs.student
         self.echo = log or (lambda message: print(message, flush=True))
         self.save_dir = Path(self.cfg.TRAIN.MODEL_SAVE_DIR)
-        self.seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
+        self.seed = options.seed if options.seed is not None else shared_random_seed()
         self.resume_from: Optional[Path] = None
         self.resume_meta: dict[str, Any] = {}
         self.config_changes: list[str] = []  # allowed with --allow-config-change; in run.json
@@ -313,6 +312,9 @@ class Trainer:
                                   self.options.use_teacher, self.echo, pairs=pairs,
                                   teacher=teacher, student=student)
         self.graph = graph
+        if graph.collective is not None:
+            self.echo(f"data-parallel rank {self.ctx.rank}/{self.ctx.nranks}: "
+                      f"{graph.collective.describe(TEACHER_PREFIX)}")
         workers = int(self.cfg.DATALOADER.NUM_WORKERS)
         loader = BatchLoader(train_set, batch, workers,
                              default_prefetch(int(self.cfg.DATALOADER.BUF_SIZE), workers))
@@ -320,6 +322,7 @@ class Trainer:
             raise ConfigError(f"DATASET.TRAIN_FILE_LIST has {len(train_set)} samples for this "
                                   f"trainer, fewer than one batch of {batch}")
         start = self._init_student(graph, loader.num_batches(0))
+        self._log_rank_state(graph, "start")
         with loader:
             if self.options.dry_run:
                 return self._dry_run(graph, loader)
@@ -460,6 +463,7 @@ class Trainer:
                           + f", {epochs_run} epoch(s) in {format_duration(logger.elapsed)}")
         finally:
             logger.close()
+        self._log_rank_state(graph, f"end (step {state.global_step})")
         return TrainSummary(str(self.save_dir), epochs_run, state.global_step, state.best,
                             str(final) if final else None)
 
@@ -523,6 +527,20 @@ class Trainer:
             self.echo(f"{why}: removed the earlier run in {self.save_dir} ({removed} entries)")
         self.save_dir.mkdir(parents=True, exist_ok=True)
         checkpoints.clean_stale(self.save_dir)
+
+    def _log_rank_state(self, graph: TrainGraph, when: str) -> None:
+        """Every worker logs digests of its trained parameters and of the teacher: equal digests
+        across ranks show the workers hold the same model (workerlog.<rank>)."""
+        if not self.ctx.distributed:
+            return
+        from ..collective import scope_sha256
+        from ..distill.merge import teacher_persistables
+
+        student = graph.student_trainable()
+        teacher = teacher_persistables(graph.main, TEACHER_PREFIX) if graph.teacher else []
+        self.echo(f"rank {self.ctx.rank}/{self.ctx.nranks} {when}: student sha256 "
+                  f"{scope_sha256(graph.scope, student)} ({len(student)} trained parameters), "
+                  f"teacher sha256 {scope_sha256(graph.scope, teacher)} ({len(teacher)} variables)")
 
     def _save(self, graph: TrainGraph, name: Any, pos: Position, state: RunState,
               steps_per_epoch: int) -> None:
