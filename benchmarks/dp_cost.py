@@ -46,8 +46,7 @@ def train_argv(save: Path, train_list: Path) -> list[str]:
                f"TRAIN_CROP_SIZE={SIZE}", f"EVAL_CROP_SIZE={SIZE}", f"AUG.FIX_RESIZE_SIZE={SIZE}",
                f"BATCH_SIZE={GLOBAL_BATCH}", "SOLVER.NUM_EPOCHS=1", "DATALOADER.NUM_WORKERS=0",
                f"TRAIN.MODEL_SAVE_DIR={save}"]
-    teacher = [f"SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR={TEACHER}", f"TRAIN_CROP_SIZE={SIZE}",
-               f"EVAL_CROP_SIZE={SIZE}"]
+    teacher = [f"SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR={TEACHER}"]
     argv = ["train", "--cfg", str(ROOT / "configs" / "camvid.yaml"), "--teacher-cfg",
             str(ROOT / "configs" / "camvid_teacher.yaml"), "--no-eval", "--log-steps", "1",
             "--seed", "0"]

@@ -42,7 +42,8 @@ from segdistill_cli.config import load_configs
 from segdistill_cli.engine.trainer import Trainer, TrainOptions
 from segdistill_cli.errors import SegDistillError
 from segdistill_cli.weights import read_pdparams, read_tensor
-from test_train import CAMVID, STUDENT_CFG, TEACHER_CFG, TINY, TINY_TEACHER, teacher_dir  # noqa: F401
+from test_train import (CAMVID, STUDENT_CFG, TEACHER_CFG, TINY, teacher_dir,  # noqa: F401
+                        teacher_overrides)
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -86,7 +87,7 @@ def student_sets(data: dict[str, str], save_dir: Path) -> list[str]:
 
 
 def teacher_sets(teacher: Path) -> list[str]:
-    return TINY_TEACHER + [f"SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR={teacher}"]
+    return teacher_overrides(teacher)
 
 
 def train_argv(data, teacher, save_dir, *extra: str) -> list[str]:

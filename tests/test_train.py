@@ -352,7 +352,7 @@ def _pretend_gpus(monkeypatch, count: int) -> list:
 
     monkeypatch.setattr(launcher, "_cuda_facts", lambda compiled, n: (True, count))
     launched = []
-    monkeypatch.setattr(entry, "run_launch", lambda plan: launched.append(plan) or 0)
+    monkeypatch.setattr(entry, "run_launch", lambda plan, **env: launched.append(plan) or 0)
     return launched
 
 
@@ -374,7 +374,7 @@ def test_multi_node_options_pass_through(lists, teacher_dir, tmp_path, monkeypat
     launched = _pretend_gpus(monkeypatch, 2)
     args = cli_args(lists, teacher_dir, tmp_path / "run", "--gpus", "0,1", "--ips",
                     "10.0.0.1,10.0.0.2", "--nnodes", "2", "--master", "10.0.0.1:8090",
-                    "--node-rank", "1")
+                    "--node-rank", "1", "--set", "BATCH_SIZE=4")  # 2 nodes x 2 GPUs = 4 workers
     assert main(args) == 0
     command = list(launched[0].command)
     launcher_part = command[:command.index("-u")]
