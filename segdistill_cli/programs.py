@@ -4,7 +4,7 @@ Each program is built inside its own `program_guard` and a *fresh* unique-name g
 did, so auto-generated names restart at 0 (the teacher's logits are `bilinear_interp_v2_2.tmp_0`).
 The generator is kept on the result: whoever appends feeds, losses or an optimizer later must do it
 inside `built.guard()` (same generator), otherwise two ops can write the same temporary name
-(reference/paddle-compat.md §3).
+(docs/design.md "Legacy facts").
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Loading: defaults ← YAML file ← `KEY=VALUE` overrides, into a `SegConfig`; student and teacher
 are independent objects (legacy overlaid the teacher YAML onto the student's global config, so CLI
-overrides were lost and `SLIM.*` leaked; reference/legacy-paddleseg.md §2.4).
+overrides were lost and `SLIM.*` leaked; docs/design.md "Legacy facts").
 
 Every value remembers where it came from (`SegConfig.origin`): `file.yaml:LINE`, `--set`,
 `--teacher-set`, or the default. Loading reports every problem of both configs at once (one line

@@ -1,4 +1,4 @@
-"""The legacy PaddleSeg config schema (reference/legacy-paddleseg.md §2.3): every key with its legacy
+"""The legacy PaddleSeg config schema (docs/design.md "Legacy facts"): every key with its legacy
 default, plus segdistill's additions (marked "new"), and the key sets that say how a value is typed.
 Pure data: no parsing here."""
 from __future__ import annotations

@@ -1,12 +1,12 @@
-"""The distillation training graph, built the legacy way (reference §1.3 steps 3–10):
+"""The distillation training graph, built the legacy way (docs/design.md "Legacy facts"):
 
 student train program (own name generator) + label/mask feeds + CE  →  teacher program (own name
 generator, `clone(for_test=True)`, own scope, weights loaded strictly)  →  `paddleslim.dist.merge`
 (`teacher_` prefix)  →  distill losses between named variables  →  ONE optimizer on
-`CE + Σ weighted distill terms` (legacy's second optimizer on CE alone was a bug, §1.8).
+`CE + Σ weighted distill terms` (legacy's second optimizer on CE alone was a bug).
 
 Everything the student adds after the model (feeds, losses, adapters, optimizer) is appended under
-the student's own name generator: otherwise two ops can write the same temp name (compat §3).
+the student's own name generator: otherwise two ops can write the same temp name (docs/design.md "Legacy facts").
 """
 from __future__ import annotations
 

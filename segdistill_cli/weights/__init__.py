@@ -1,6 +1,6 @@
 """Pretrained and checkpoint weights in the legacy formats: read, write, check, load into a program.
 
-Two on-disk formats (reference/legacy-paddleseg.md §3.7, paddle-compat.md §5):
+Two on-disk formats (docs/design.md "Legacy facts"):
 
 * the legacy "one file per variable" directory written by `fluid.io.save_vars` / today's
   `paddle.static.save_vars` (no `filename`): file path = `<dir>/<variable name>`, so a `/` in a name
