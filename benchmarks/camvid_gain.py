@@ -45,6 +45,12 @@ ARMS: dict[str, tuple[list[dict[str, Any]], bool]] = {
                      "WEIGHT": 0.3}], True),
     # ... and l2 between the weight that helped a little (0.1) and the one that hurt (1.0).
     "l2_w0.3": ([{"TEACHER": "logits", "STUDENT": "logits", "LOSS": "l2", "WEIGHT": 0.3}], True),
+    # v2 (issue "gain v2"), chosen before any v2 run: DIST with the project's defaults (those of its authors'
+    # segmentation code: T=1, inter 1, intra 1, weight 1) and kl T=2 x 1 restricted to the pixels where the teacher is confident.
+    "dist": ([{"TEACHER": "logits", "STUDENT": "logits", "LOSS": "dist", "WEIGHT": 1}], False),
+    "kl_T2_w1_confident": ([{"TEACHER": "logits", "STUDENT": "logits", "LOSS": "kl",
+                             "TEMPERATURE": 2, "WEIGHT": 1, "MASK": "confident",
+                             "THRESHOLD": 0.7}], False),
 }
 DEFAULT_ARMS = "l2_w0.1,kl_T2_w1"
 BASELINE = "baseline"
@@ -69,6 +75,30 @@ def _flags(flag: str, overrides: list[str]) -> list[str]:
     return [part for o in overrides for part in (flag, o)]
 
 
+def teacher_eval_command(args: argparse.Namespace, json_path: Path) -> list[str]:
+    """--teacher-dir: the given teacher's val metrics, by the same eval the students get."""
+    size = f"({args.crop[0]},{args.crop[1]})"
+    sets = [f"DATASET.DATA_DIR={args.data}", f"DATASET.VAL_FILE_LIST={args.data}/val.txt",
+            f"EVAL_CROP_SIZE={size}", f"AUG.FIX_RESIZE_SIZE={size}"]
+    return [sys.executable, "-m", "segdistill_cli", "eval", "--cfg",
+            str(CONFIGS / "camvid_teacher.yaml"), "--model-dir", str(args.teacher_dir),
+            "--json", str(json_path), *_flags("--set", sets)]
+
+
+def record_given_teacher(args: argparse.Namespace, results: dict[str, Any],
+                         results_path: Path) -> None:
+    cmd = teacher_eval_command(args, args.out / "teacher_eval.json")
+    if is_done(results, "teacher", cmd):
+        return
+    print(f"[run ] teacher eval: {shell_line(cmd)}", flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    final = json.loads((args.out / "teacher_eval.json").read_text(encoding="utf-8"))
+    results["runs"]["teacher"] = {
+        "command": cmd, "group": "teacher", "seed": 0, "wall_seconds": None,
+        "final": {"epoch": None, **{k: final[k] for k in ("miou", "acc", "class_iou", "class_names")}}}
+    save_results(results_path, results)
+
+
 def teacher_command(args: argparse.Namespace, save_dir: Path) -> list[str]:
     sets = recipe_overrides(args.data, args.crop, args.lr, args.teacher_epochs,
                             max(1, args.teacher_epochs // 5))
@@ -82,9 +112,43 @@ def distill_override(pairs: list[dict[str, Any]]) -> str:
     return "DISTILL=" + json.dumps(pairs)
 
 
+def few_label_lists(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The few-label regime's lists, written into --out: every LABEL_EVERY-th line of train.txt
+    (lines 1, 1+k, 1+2k, ...) labelled, the images of all other lines unlabelled."""
+    lines = [ln for ln in (args.data / "train.txt").read_text(encoding="utf-8").splitlines()
+             if ln.strip()]
+    labelled = [ln for i, ln in enumerate(lines) if i % args.label_every == 0]
+    unlabeled = [ln.split()[0] for i, ln in enumerate(lines) if i % args.label_every != 0]
+    folder = args.out / "lists"
+    folder.mkdir(parents=True, exist_ok=True)
+    labelled_path = folder / f"train_labelled_1of{args.label_every}.txt"
+    unlabeled_path = folder / f"train_unlabeled_{args.label_every - 1}of{args.label_every}.txt"
+    labelled_path.write_text("\n".join(labelled) + "\n", encoding="utf-8")
+    unlabeled_path.write_text("\n".join(unlabeled) + "\n", encoding="utf-8")
+    return labelled_path, unlabeled_path
+
+
+def regime_overrides(args: argparse.Namespace, distilled: bool) -> list[str]:
+    """Few labels: train on the labelled list only; a distilled run adds UNLABELED_PER_BATCH
+    unlabelled images to each batch on top of the baseline's BATCH_SIZE labelled ones, so both
+    see the same labelled images in the same order and take the same number of steps."""
+    if args.regime == "full":
+        return []
+    labelled, unlabeled = few_label_lists(args)
+    sets = [f"DATASET.TRAIN_FILE_LIST={labelled}"]
+    if not distilled:
+        return sets + [f"BATCH_SIZE={args.batch}"]
+    return sets + [f"BATCH_SIZE={args.batch + args.unlabeled_per_batch}",
+                   f"DATASET.UNLABELED_FILE_LIST={unlabeled}",
+                   f"DATASET.UNLABELED_PER_BATCH={args.unlabeled_per_batch}"]
+
+
 def student_command(args: argparse.Namespace, arm: str, seed: int, save_dir: Path,
                     teacher_dir: Path) -> list[str]:
     sets = recipe_overrides(args.data, args.crop, args.lr, args.epochs, args.snapshot)
+    regime = regime_overrides(args, distilled=arm != BASELINE)
+    if regime:  # the regime's own train list replaces the full one (one value per key)
+        sets = [o for o in sets if not o.startswith("DATASET.TRAIN_FILE_LIST=")] + regime
     cmd = [sys.executable, "-m", "segdistill_cli", "train", "--cfg", str(CONFIGS / "camvid.yaml"),
            "--seed", str(seed), "--log-steps", "10"]
     if arm == BASELINE:
@@ -252,7 +316,13 @@ def run_experiment(args: argparse.Namespace, results: dict[str, Any], results_pa
     meta = results.setdefault("meta", {})
     meta.update({"machine": machine(), "data": str(args.data), "crop": list(args.crop),
                  "lr": args.lr, "epochs": args.epochs, "teacher_epochs": args.teacher_epochs,
-                 "seeds": args.seeds})
+                 "seeds": args.seeds, "regime": args.regime,
+                 "teacher_dir": str(args.teacher_dir) if args.teacher_dir else None})
+    if args.regime == "few":
+        meta.update({"label_every": args.label_every, "batch": args.batch,
+                     "unlabeled_per_batch": args.unlabeled_per_batch})
+    if args.best_of:
+        meta.update({"best_of": str(args.best_of), "best_of_arm": args.arms[0]})
     meta.setdefault("arms", {}).update({a: ARMS[a][0] for a in args.arms})
     meta["tuned_arms"] = sorted(set(meta.get("tuned_arms", [])) | {a for a in args.arms if ARMS[a][1]})
     meta.setdefault("started", time.strftime("%Y-%m-%d %H:%M:%S %Z"))
@@ -266,10 +336,14 @@ def run_experiment(args: argparse.Namespace, results: dict[str, Any], results_pa
                               runs_dir / name, results, results_path, BASELINE, seed):
                 time.sleep(20)
         return
-    while not run_one("teacher", teacher_command(args, teacher_dir), teacher_dir, results,
-                      results_path, "teacher", 0):
-        time.sleep(20)
-    teacher_weights = teacher_dir / "final"
+    if args.teacher_dir:
+        record_given_teacher(args, results, results_path)
+        teacher_weights = args.teacher_dir
+    else:
+        while not run_one("teacher", teacher_command(args, teacher_dir), teacher_dir, results,
+                          results_path, "teacher", 0):
+            time.sleep(20)
+        teacher_weights = teacher_dir / "final"
     # Seed-major order: if time runs out, every arm has the same seeds done. Runs held by a
     # parallel invocation are revisited until that invocation has recorded them.
     pending = [(arm, seed) for seed in args.seeds for arm in [BASELINE, *args.arms]]
@@ -333,6 +407,17 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             entry["class_delta"] = [a - b for a, b in zip(class_iou, base_class)]
         summary["groups"][group] = entry
     return summary
+
+
+def best_arm(results: dict[str, Any]) -> str:
+    """The pre-registered choice for the next regime: the arm with the highest mean paired Δ
+    (tuned arms included; ties: the first in name order)."""
+    groups = summarize(results)["groups"]
+    scored = sorted((-g["paired_delta"][0], name) for name, g in groups.items()
+                    if "paired_delta" in g)
+    if not scored:
+        raise SystemExit("--best-of: no arm with paired results there")
+    return scored[0][1]
 
 
 def _mean_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:
@@ -422,12 +507,29 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--snapshot", type=int, default=5, help="student eval/checkpoint every N epochs")
     p.add_argument("--crop", default="160,120", help="train and eval size W,H (images resized)")
     p.add_argument("--lr", type=float, default=0.05, help="poly LR, teacher and students")
+    p.add_argument("--teacher-dir", type=Path, help="a trained teacher's weights folder: evaluate it "
+                   "and distil from it instead of training a teacher")
+    p.add_argument("--regime", choices=("full", "few"), default="full",
+                   help="full: all train.txt labelled; few: every --label-every-th line labelled, "
+                   "the others' images unlabelled (distilled runs only)")
+    p.add_argument("--label-every", type=int, default=8)
+    p.add_argument("--batch", type=int, default=4, help="few: labelled images per batch")
+    p.add_argument("--unlabeled-per-batch", type=int, default=2,
+                   help="few: unlabelled images added to a distilled run's batch")
+    p.add_argument("--best-of", type=Path, help="a finished experiment's results.json: add its arm "
+                   "with the highest mean paired gain to --arms (recorded in meta.best_of_arm)")
     p.add_argument("--table-only", action="store_true", help="print the table from results.json")
     p.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = p.parse_args(argv)
     args.data = args.data.resolve()
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     args.arms = [a for a in args.arms.split(",") if a.strip() and a != "none"]
+    if args.best_of:
+        best = best_arm(load_results(args.best_of))
+        print(f"[best] {args.best_of}: highest mean paired gain: {best}", flush=True)
+        args.arms = [best] + [a for a in args.arms if a != best]
+    if args.teacher_dir:
+        args.teacher_dir = args.teacher_dir.resolve()
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown:
         p.error(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
