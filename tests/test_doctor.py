@@ -1,0 +1,118 @@
+"""`segdistill doctor`: the real stack of this venv, and the support rule (Paddle 2.6 + legacy IR),
+with PIR switched on by the environment as the negative control."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from importlib import metadata
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from segdistill_cli import __version__
+from segdistill_cli.cli import main
+from segdistill_cli.paddle_env import import_paddle
+from segdistill_cli.stack import LEGACY, PIR, Gpu, Stack, report_lines, visible_gpus
+
+ROOT = Path(__file__).resolve().parents[1]
+paddle = import_paddle()
+ON_SUPPORTED_PADDLE = paddle.__version__.startswith("2.6.")
+
+
+def _doctor(capsys, *args: str) -> tuple[int, str, list[str]]:
+    code = main(["doctor", *args])
+    out = capsys.readouterr()
+    return code, out.out, [line for line in out.err.splitlines() if line.strip()]
+
+
+def test_json_describes_this_venv(capsys):
+    code, out, err = _doctor(capsys, "--json")
+    data = json.loads(out)
+    assert data["segdistill"] == __version__
+    assert data["paddle"] == paddle.__version__
+    assert data["paddleslim"] == metadata.version("paddleslim")
+    assert data["numpy"] == metadata.version("numpy")
+    assert data["python_executable"] == sys.executable
+    assert (data["cuda"] is None) == (not paddle.device.is_compiled_with_cuda())
+    assert data["ir"] == (PIR if paddle.framework.in_pir_mode() else LEGACY)
+    assert code == (0 if data["supported"] else 1)
+    assert len(err) == len(data["problems"])
+
+
+@pytest.mark.skipif(not ON_SUPPORTED_PADDLE, reason="the supported stack is Paddle 2.6 "
+                    f"(legacy IR); this is Paddle {paddle.__version__}")
+def test_the_supported_stack_says_yes(capsys):
+    code, out, err = _doctor(capsys)
+    rows = dict(line.split(None, 1) for line in out.splitlines())
+    assert code == 0 and err == []
+    assert rows["paddle"].startswith(f"{paddle.__version__} (commit ")
+    assert rows["IR"] == "legacy (ProgramDesc), Paddle 2's default"
+    assert rows["paddleslim"] == f"{metadata.version('paddleslim')}, imports"
+    assert rows["supported"] == "yes"
+
+
+@pytest.mark.skipif(not ON_SUPPORTED_PADDLE, reason="needs Paddle 2.6, which honours "
+                    f"FLAGS_enable_pir_api=1; this is Paddle {paddle.__version__}")
+def test_pir_switched_on_by_the_environment_is_not_supported():
+    """The negative control, for real: the same Paddle with PIR on (the flag is read at import,
+    hence a fresh process) is reported as PIR and refused with exit 1 and one error line."""
+    proc = subprocess.run([sys.executable, "-m", "segdistill_cli", "doctor"], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "FLAGS_enable_pir_api": "1"})
+    rows = dict(line.split(None, 1) for line in proc.stdout.splitlines())
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert rows["IR"] == "PIR (the new IR), set by FLAGS_enable_pir_api=1"
+    assert rows["supported"].startswith("no (1 problem")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: Paddle {paddle.__version__} runs the new IR (PIR, set by "
+                      "FLAGS_enable_pir_api); segdistill needs the legacy IR"]
+
+
+def _stack(**changes) -> Stack:
+    base = Stack(segdistill="0.1.0", python="3.11.7 (CPython)", python_executable="/py",
+                 paddle="2.6.2", paddle_commit="8ce0de584c", cuda=None, cudnn=None, ir=LEGACY,
+                 ir_source="Paddle 2's default", paddleslim="2.6.0", paddleslim_import=None,
+                 numpy="1.26.4", protobuf="6.33.6", cuda_visible_devices=None)
+    return replace(base, **changes)
+
+
+@pytest.mark.parametrize("changes,fragment", [
+    ({"paddle": "3.3.1", "ir": PIR}, "runs its new IR (PIR)"),
+    ({"paddle": "3.3.1", "ir": LEGACY}, "legacy IR (FLAGS_enable_pir_api=0) is being removed"),
+    ({"paddle": "2.5.2"}, "not a version segdistill supports"),
+    ({"paddleslim": None}, "PaddleSlim is not installed"),
+    ({"paddleslim_import": "ModuleNotFoundError: No module named 'six'"}, "No module named 'six'"),
+])
+def test_each_unsupported_part_is_named(changes, fragment):
+    assert _stack().supported  # the control: 2.6.2, legacy IR, PaddleSlim that imports
+    problems = _stack(**changes).problems()
+    assert len(problems) == 1 and fragment in problems[0], problems
+
+
+def test_a_cuda_build_lists_its_gpus():
+    """The CUDA branch, which this CPU machine cannot run: a CUDA build's answers, as Paddle
+    gives them (device count and properties), become the GPU row."""
+    props = [SimpleNamespace(name="NVIDIA A100-SXM4-40GB", total_memory=40 * 1024 ** 3),
+             SimpleNamespace(name="NVIDIA A100-SXM4-40GB", total_memory=40 * 1024 ** 3)]
+    cuda = SimpleNamespace(device_count=lambda: len(props), get_device_properties=props.__getitem__)
+    fake = SimpleNamespace(device=SimpleNamespace(is_compiled_with_cuda=lambda: True, cuda=cuda))
+    gpus = visible_gpus(fake)
+    assert gpus == [Gpu(0, "NVIDIA A100-SXM4-40GB", 40960), Gpu(1, "NVIDIA A100-SXM4-40GB", 40960)]
+    rows = dict(report_lines(_stack(cuda="11.8", cudnn="8.6.0", gpus=gpus,
+                                    cuda_visible_devices="0,1")))
+    assert rows["paddle"] == "2.6.2 (commit 8ce0de584c), CUDA 11.8, cuDNN 8.6.0"
+    assert rows["GPUs"] == ("2 visible (CUDA_VISIBLE_DEVICES=0,1): 0: NVIDIA A100-SXM4-40GB "
+                            "40960 MiB, 1: NVIDIA A100-SXM4-40GB 40960 MiB")
+    hidden = dict(report_lines(_stack(cuda="11.8", cuda_visible_devices="")))
+    assert hidden["GPUs"].startswith("none visible (CUDA_VISIBLE_DEVICES=)")
+    if not paddle.device.is_compiled_with_cuda():  # this machine's build sees none, whatever it has
+        assert visible_gpus(paddle) == []
+
+
+def test_unknown_option_is_one_line_exit_2(capsys):
+    code, _, err = _doctor(capsys, "--no-such-option")
+    assert code == 2 and len(err) == 1 and "segdistill doctor --help" in err[0]
