@@ -12,7 +12,7 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "tests" / "legacy_listings"
@@ -56,23 +56,31 @@ def load_fixture(pair: str) -> dict[str, Any]:
     return json.loads(fixture_path(pair).read_text(encoding="utf-8"))
 
 
-def main() -> int:
+def generate(what: str, names: Iterable[str], write: Callable[[str, str], Path]) -> int:
+    """Write each fixture with `write(name, paddle version)`; only on Paddle 2.6 (exit 2 else)."""
     from segdistill_cli.paddle_env import import_paddle  # zlib before Paddle
 
     paddle = import_paddle()
     if not paddle.__version__.startswith("2.6."):
-        print(f"the fixtures are Paddle 2.6.2's listings; this is Paddle {paddle.__version__}",
+        print(f"the fixtures are Paddle 2.6.2's {what}; this is Paddle {paddle.__version__}",
               file=sys.stderr)
         return 2
+    for name in names:
+        print(write(name, paddle.__version__))
+    return 0
+
+
+def _write_listing(pair: str, paddle_version: str) -> Path:
     from segdistill_cli.atomic import write_text_atomic
 
-    for pair in PAIRS:
-        text = json.dumps({"paddle": paddle.__version__, **legacy_listing(pair)},
-                          separators=(",", ":"))
-        # One variable (or pair) per line: diffs of a regenerated fixture stay readable.
-        write_text_atomic(fixture_path(pair), text.replace("},{", "},\n{") + "\n")
-        print(fixture_path(pair))
-    return 0
+    text = json.dumps({"paddle": paddle_version, **legacy_listing(pair)}, separators=(",", ":"))
+    # One variable (or pair) per line: diffs of a regenerated fixture stay readable.
+    write_text_atomic(fixture_path(pair), text.replace("},{", "},\n{") + "\n")
+    return fixture_path(pair)
+
+
+def main() -> int:
+    return generate("listings", PAIRS, _write_listing)
 
 
 if __name__ == "__main__":

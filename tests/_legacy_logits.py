@@ -90,21 +90,18 @@ def fixture_path(name: str) -> Path:
     return FOLDER / f"{name}.npy"
 
 
-def main() -> int:
-    from segdistill_cli.paddle_env import import_paddle
-
-    paddle = import_paddle()
-    if not paddle.__version__.startswith("2.6."):
-        print(f"the fixtures are Paddle 2.6.2's logits; this is Paddle {paddle.__version__}",
-              file=sys.stderr)
-        return 2
+def _write_logits(name: str, paddle_version: str) -> Path:
     from segdistill_cli.atomic import atomic_open
 
-    for name in PROGRAMS:
-        with atomic_open(fixture_path(name), "wb") as fh:
-            np.save(fh, legacy_logits(name))
-        print(fixture_path(name))
-    return 0
+    with atomic_open(fixture_path(name), "wb") as fh:
+        np.save(fh, legacy_logits(name))
+    return fixture_path(name)
+
+
+def main() -> int:
+    from _legacy_listings import generate
+
+    return generate("logits", PROGRAMS, _write_logits)
 
 
 if __name__ == "__main__":
