@@ -15,12 +15,29 @@ from types import ModuleType
 os.environ.setdefault("GLOG_minloglevel", "2")
 # PaddleSlim's import chain triggers this setuptools notice in the middle of command output.
 warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
+# Paddle 3 warns at import that ccache (for compiling custom C++ ops, never used here) is missing.
+warnings.filterwarnings("ignore", message="No ccache found")
 
 
-def import_paddle() -> ModuleType:
-    """Import Paddle in static-graph mode (legacy IR) and return the module."""
+def import_paddle(any_ir: bool = False) -> ModuleType:
+    """Import Paddle in static-graph mode and return the module.
+
+    A Paddle version or IR that segdistill's graph code cannot build on (Paddle 3, PIR: see
+    stack.py) is refused with one line, exit 2, instead of a traceback from deep inside the
+    first layer; `any_ir` lets `segdistill doctor` and the PIR prototype through."""
     import paddle
 
     if paddle.in_dynamic_mode():
         paddle.enable_static()
+    if not any_ir:
+        _refuse_unsupported(paddle)
     return paddle
+
+
+def _refuse_unsupported(paddle: ModuleType) -> None:
+    from .errors import ConfigError
+    from .stack import ir_in_use, paddle_problem
+
+    problem = paddle_problem(str(paddle.__version__), ir_in_use(paddle))
+    if problem is not None:
+        raise ConfigError(f"{problem} ('segdistill doctor' shows the whole stack)")

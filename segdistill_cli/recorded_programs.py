@@ -41,7 +41,7 @@ def build_recorded(cfg: Any, shape: Sequence[int], teacher: bool,
     as legacy names them (the teacher as built for training, then cloned for test). `backend`:
     "pir" or "graph"; default: PirOps under PIR, GraphOps under the legacy IR."""
     _check(cfg)
-    paddle = import_paddle()
+    paddle = import_paddle(any_ir=True)
     chosen = backend or ("pir" if ir_in_use(paddle) == PIR else "graph")
     inner = (PirOps if chosen == "pir" else GraphOps)(is_test=teacher)
     ops = NamedOps(inner, cloned_for_test=teacher)

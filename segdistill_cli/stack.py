@@ -58,12 +58,8 @@ class Stack:
 
     def problems(self) -> list[str]:
         """Why segdistill cannot run on this stack (empty = it can)."""
-        found = []
-        if not self.paddle.startswith(SUPPORTED_PADDLE):
-            found.append(_paddle_problem(self.paddle, self.ir))
-        elif self.ir != LEGACY:
-            found.append(f"Paddle {self.paddle} runs the new IR (PIR, set by {PIR_FLAG}); "
-                         "segdistill needs the legacy IR")
+        paddle = paddle_problem(self.paddle, self.ir)
+        found = [paddle] if paddle else []
         if self.paddleslim is None:
             found.append("PaddleSlim is not installed (pip install paddleslim==2.6.0)")
         elif self.paddleslim_import is not None:
@@ -77,7 +73,11 @@ class Stack:
         return data
 
 
-def _paddle_problem(version: str, ir: str) -> str:
+def paddle_problem(version: str, ir: str) -> Optional[str]:
+    """Why segdistill's graph code cannot run on this Paddle version and IR (None: it can)."""
+    if version.startswith(SUPPORTED_PADDLE):
+        return None if ir == LEGACY else (f"Paddle {version} runs the new IR (PIR, set by "
+                                          f"{PIR_FLAG}); segdistill needs the legacy IR")
     if version.startswith("3.") and ir == PIR:
         return (f"Paddle {version} runs its new IR (PIR), where intermediate variables have no "
                 "names and the model layers do not build; segdistill has no PIR backend yet and "
@@ -154,7 +154,7 @@ def collect() -> Stack:
     """Import Paddle (through paddle_env, zlib first) and PaddleSlim and describe the stack."""
     from .paddle_env import import_paddle
 
-    paddle = import_paddle()
+    paddle = import_paddle(any_ir=True)  # describing an unsupported stack is the point
     return Stack(
         segdistill=__version__,
         python=f"{platform.python_version()} ({platform.python_implementation()})",

@@ -60,7 +60,7 @@ def generate(what: str, names: Iterable[str], write: Callable[[str, str], Path])
     """Write each fixture with `write(name, paddle version)`; only on Paddle 2.6 (exit 2 else)."""
     from segdistill_cli.paddle_env import import_paddle  # zlib before Paddle
 
-    paddle = import_paddle()
+    paddle = import_paddle(any_ir=True)  # says below why another stack cannot make them
     if not paddle.__version__.startswith("2.6."):
         print(f"the fixtures are Paddle 2.6.2's {what}; this is Paddle {paddle.__version__}",
               file=sys.stderr)

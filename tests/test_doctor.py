@@ -19,7 +19,7 @@ from segdistill_cli.paddle_env import import_paddle
 from segdistill_cli.stack import LEGACY, PIR, Gpu, Stack, report_lines, visible_gpus
 
 ROOT = Path(__file__).resolve().parents[1]
-paddle = import_paddle()
+paddle = import_paddle(any_ir=True)  # the tests themselves say where they apply
 ON_SUPPORTED_PADDLE = paddle.__version__.startswith("2.6.")
 
 
@@ -70,6 +70,21 @@ def test_pir_switched_on_by_the_environment_is_not_supported():
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: Paddle {paddle.__version__} runs the new IR (PIR, set by "
                       "FLAGS_enable_pir_api); segdistill needs the legacy IR"]
+
+
+@pytest.mark.skipif(not ON_SUPPORTED_PADDLE, reason="needs Paddle 2.6, which honours "
+                    f"FLAGS_enable_pir_api=1; this is Paddle {paddle.__version__}")
+def test_commands_refuse_an_unsupported_ir_with_one_line():
+    """Before: a traceback from inside the first conv layer. The control: the same command
+    without the flag lists the variables (tests/test_inspect.py)."""
+    proc = subprocess.run([sys.executable, "-m", "segdistill_cli", "inspect-vars", "--cfg",
+                           str(ROOT / "configs" / "demo.yaml")], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "FLAGS_enable_pir_api": "1"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: Paddle {paddle.__version__} runs the new IR (PIR, set by FLAGS_enable_pir_api); "
+        "segdistill needs the legacy IR ('segdistill doctor' shows the whole stack)"]
 
 
 def _stack(**changes) -> Stack:

@@ -17,6 +17,12 @@ from .layers import GraphOps
 class PirOps(GraphOps):
     """`GraphOps` with conv2d and batch_norm that build under PIR (also under the legacy IR)."""
 
+    def __init__(self, is_test: bool = False) -> None:
+        from ..paddle_env import import_paddle
+
+        self.paddle = import_paddle(any_ir=True)
+        self.is_test = is_test
+
     def conv2d(self, x, filters, size, stride, padding, dilation, groups, weight_name, bias_name):
         paddle = self.paddle
         cin = self.channels(x)
