@@ -402,21 +402,25 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
                 paired = [by_seed[s]["final"]["miou"] - base[s]["final"]["miou"] for s in common]
                 entry["paired_delta"] = _mean_std(paired)
                 entry["paired_seeds"] = common
-            base_class = [statistics.fmean(c) for c in
-                          zip(*(base[s]["final"]["class_iou"] for s in sorted(base)))]
-            entry["class_delta"] = [a - b for a, b in zip(class_iou, base_class)]
+            if common:  # per class, paired: the baseline over the same seeds as the arm
+                base_class = [statistics.fmean(c) for c in
+                              zip(*(base[s]["final"]["class_iou"] for s in common))]
+                arm_class = [statistics.fmean(c) for c in
+                             zip(*(by_seed[s]["final"]["class_iou"] for s in common))]
+                entry["class_delta"] = [a - b for a, b in zip(arm_class, base_class)]
         summary["groups"][group] = entry
     return summary
 
 
 def best_arm(results: dict[str, Any]) -> str:
-    """The pre-registered choice for the next regime: the arm with the highest mean paired Δ
-    (tuned arms included; ties: the first in name order)."""
+    """The pre-registered choice for the next regime: among the arms run on every baseline seed,
+    the one with the highest mean paired Δ (tuned arms included; ties: the first by name)."""
     groups = summarize(results)["groups"]
+    seeds = groups.get(BASELINE, {}).get("seeds", [])
     scored = sorted((-g["paired_delta"][0], name) for name, g in groups.items()
-                    if "paired_delta" in g)
+                    if "paired_delta" in g and g["paired_seeds"] == seeds)
     if not scored:
-        raise SystemExit("--best-of: no arm with paired results there")
+        raise SystemExit("--best-of: no arm with paired results on every baseline seed there")
     return scored[0][1]
 
 
@@ -432,6 +436,8 @@ def _describe_arm(results: dict[str, Any], group: str) -> str:
     parts = []
     for p in pairs:
         temp = f", T={p['TEMPERATURE']}" if "TEMPERATURE" in p else ""
+        if p.get("MASK", "none") != "none":
+            temp += f", {p['MASK']} pixels ≥ {p.get('THRESHOLD', 0.7)}"
         parts.append(f"{p['LOSS']}({p['TEACHER']}↔{p['STUDENT']}{temp}) × {p['WEIGHT']}")
     return "distilled: " + " + ".join(parts)
 
@@ -457,12 +463,40 @@ def markdown_table(results: dict[str, Any]) -> str:
         ratio = _distill_ratio(g["losses"])
         lines.append(f"| {label} | {','.join(map(str, g['seeds']))} | {g['mean']:.4f} ± "
                      f"{g['std']:.4f} | {delta} | {paired} | {ratio} |")
-    lines += ["", per_class_table(results, s, order)]
+    lines += ["", per_class_table(results, s, order), "", per_seed_table(results, s, order)]
+    return "\n".join(lines)
+
+
+def per_seed_table(results: dict[str, Any], s: dict[str, Any], order: list[str]) -> str:
+    """Each seed's final mIoU, the paired Δ to that seed's baseline in brackets, and each arm's
+    mean wall time per run (measured under whatever load the machine had)."""
+    arms = [g for g in order if g in s["groups"]]
+    runs = {(r["group"], r["seed"]): r for r in results["runs"].values() if "final" in r}
+    seeds = sorted({seed for group, seed in runs if group in arms})
+    lines = ["| seed | " + " | ".join(arms) + " |", "|---" * (1 + len(arms)) + "|"]
+    for seed in seeds:
+        cells = []
+        for arm in arms:
+            run, base = runs.get((arm, seed)), runs.get((BASELINE, seed))
+            if run is None:
+                cells.append("—")
+                continue
+            miou = run["final"]["miou"]
+            delta = f" ({miou - base['final']['miou']:+.4f})" if base and arm != BASELINE else ""
+            cells.append(f"{miou:.4f}{delta}")
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    walls = []
+    for arm in arms:
+        times = [r["wall_seconds"] for (g, _), r in runs.items() if g == arm and r.get("wall_seconds")]
+        walls.append(f"{statistics.fmean(times) / 60:.1f} min" if times else "—")
+    lines.append("| wall time per run (mean) | " + " | ".join(walls) + " |")
     return "\n".join(lines)
 
 
 def _distill_ratio(losses: dict[str, float]) -> str:
-    distill = sum(v for k, v in losses.items() if k not in ("ce", "total"))
+    # The weighted terms only: "raw/NAME" (unweighted) and "mask/NAME" (pixel fractions) are
+    # logged beside them since the masked losses.
+    distill = sum(v for k, v in losses.items() if k not in ("ce", "total") and "/" not in k)
     if not distill or not losses.get("ce"):
         return ""
     return f"{distill:.4f} / {losses['ce']:.4f} = {distill / losses['ce']:.3f}"

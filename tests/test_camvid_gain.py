@@ -120,7 +120,10 @@ def test_summary_and_table_from_fake_results(gain):
     assert "tuned after seeing results" in table
     assert "kl(logits↔logits, T=2) × 1" in table
     assert "0.2500 / 1.0000 = 0.250" in table  # distill term vs CE
-    assert "| car | 0.300 | 0.040 | +0.080 | +0.020 |" in table
+    # Per-class Δ is paired: l2_w3 ran seed 0 only, so it is set against baseline seed 0's car
+    # (0.06 - 0.00), not the 3-seed baseline mean shown in the baseline column (0.04).
+    assert "| car | 0.300 | 0.040 | +0.080 | +0.060 |" in table
+    assert "| 2 | 0.4200 | — | — |" in table  # per-seed table: seed 2 has a baseline only
     # tuned rows come after the pre-registered ones
     assert table.index("kl(logits") < table.index("tuned after seeing results")
 
@@ -132,3 +135,62 @@ def test_claim_is_exclusive_and_recovers_stale_locks(gain, tmp_path):
     lock.write_text("999999999")  # a pid that cannot exist: its holder died
     assert gain.claim(lock) == lock
     assert lock.read_text() == str(__import__("os").getpid())
+
+
+def _train_list(tmp_path: Path, lines: int) -> Path:
+    (tmp_path / "train.txt").write_text("".join(f"img/{i}.png lab/{i}.png\n" for i in range(lines)),
+                                        encoding="utf-8")
+    return tmp_path
+
+
+def test_few_label_regime_splits_the_list_and_pairs_the_labelled_stream(gain, tmp_path):
+    (tmp_path / "data").mkdir()
+    _train_list(tmp_path / "data", 20)
+    args = gain.parse_args(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+                            "--regime", "few", "--label-every", "4", "--batch", "4",
+                            "--unlabeled-per-batch", "2"])
+    base = gain.student_command(args, "baseline", 0, tmp_path / "b", tmp_path / "t")
+    dist = gain.student_command(args, "kl_T2_w1", 0, tmp_path / "d", tmp_path / "t")
+    labelled = Path(_value_after(base, "--set", "DATASET.TRAIN_FILE_LIST"))
+    assert _value_after(dist, "--set", "DATASET.TRAIN_FILE_LIST") == str(labelled)
+    unlabeled = Path(_value_after(dist, "--set", "DATASET.UNLABELED_FILE_LIST"))
+    kept = labelled.read_text().split("\n")[:-1]
+    rest = unlabeled.read_text().split("\n")[:-1]
+    assert kept == [f"img/{i}.png lab/{i}.png" for i in (0, 4, 8, 12, 16)]
+    assert rest == [f"img/{i}.png" for i in range(20) if i % 4]  # images only, no labels
+    # Same labelled images per step: the distilled batch adds the unlabelled ones on top.
+    assert _value_after(base, "--set", "BATCH_SIZE") == "4"
+    assert _value_after(dist, "--set", "BATCH_SIZE") == "6"
+    assert _value_after(dist, "--set", "DATASET.UNLABELED_PER_BATCH") == "2"
+    assert "DATASET.UNLABELED_FILE_LIST" not in " ".join(base)
+    # The real loader accepts the lists and reads the few-label schedule from them.
+    from segdistill_cli.config.validate import unlabeled_per_batch
+
+    sets = [dist[i + 1] for i, c in enumerate(dist[:-1]) if c == "--set"]
+    cfg = load_config(ROOT / "configs" / "camvid.yaml", sets)
+    assert unlabeled_per_batch(cfg) == 2
+
+
+def _fake_results(deltas: dict[str, list[float]]) -> dict:
+    runs = {}
+    base = [0.30, 0.25, 0.28]
+    for seed, miou in enumerate(base):
+        runs[f"baseline_s{seed}"] = {"group": "baseline", "seed": seed,
+                                     "final": {"miou": miou, "class_iou": [miou]},
+                                     "losses_last_epoch": {}, "losses_first_epoch": {}}
+    for arm, ds in deltas.items():
+        for seed, d in enumerate(ds):
+            runs[f"{arm}_s{seed}"] = {"group": arm, "seed": seed,
+                                      "final": {"miou": base[seed] + d, "class_iou": [0.0]},
+                                      "losses_last_epoch": {}, "losses_first_epoch": {}}
+    return {"meta": {}, "runs": runs}
+
+
+def test_best_arm_is_the_highest_mean_paired_gain_over_every_seed(gain):
+    results = _fake_results({"kl_T2_w1": [0.02, 0.01, 0.015], "l2_w0.1": [0.0, 0.01, -0.01],
+                             "dist": [0.05]})  # dist: one seed only, so it cannot be chosen
+    assert gain.best_arm(results) == "kl_T2_w1"
+    results = _fake_results({"kl_T2_w1": [0.02, 0.01, 0.015], "l2_w0.1": [0.03, 0.01, 0.02]})
+    assert gain.best_arm(results) == "l2_w0.1"
+    with pytest.raises(SystemExit, match="no arm"):
+        gain.best_arm(_fake_results({"dist": [0.05]}))

@@ -355,8 +355,10 @@ def test_help_is_fast_and_does_not_import_paddle():
     start = time.time()
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          cwd=ROOT, check=True)
-    assert float(out.stdout.strip().splitlines()[-1]) < 1.0
-    assert time.time() - start < 5
+    # The property is "no paddle import" (asserted in the script); the times only catch a
+    # pathological slowdown: ~0.3 s quiet, over 1 s seen under load 8 on 2 cores.
+    assert float(out.stdout.strip().splitlines()[-1]) < 10
+    assert time.time() - start < 30
 
 
 def test_string_overrides_keep_yaml_syntax_characters():

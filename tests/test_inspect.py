@@ -51,7 +51,10 @@ def test_json_schema_and_tutorial_first_pair(capsys):
     assert matches == sorted(matches, reverse=True) and False in matches
     adapted = next(p for p in data["pairs"] if not p["shape_match"])
     assert adapted["distill"]["ADAPTER"] == "conv1x1"
-    assert data["build_seconds"] < 10
+    # Reported, and only building (nothing is run): ~3 s on a quiet 2-core machine, 29 s seen
+    # under load 8. The bound catches a pathological slowdown, not a regression: timing is the
+    # benchmarks' job (benchmarks/), not a test's.
+    assert 0 < data["build_seconds"] < 120
 
 
 def test_params_grep_and_op_filters(capsys):

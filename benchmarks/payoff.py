@@ -1,0 +1,183 @@
+"""Why anyone distils: size, compute and CPU latency of the teacher vs the student, beside val mIoU.
+
+    python benchmarks/payoff.py --model teacher=configs/camvid_teacher.yaml:../shared/models/camvid-teacher \
+        --model baseline=configs/camvid.yaml:/work/gain2/full/runs/baseline_s0/final \
+        --model distilled=configs/camvid.yaml:/work/gain2/full/runs/kl_T2_w1_s0/final \
+        [--size 480,360] [--runs 100] [--threads 1] [--json out.json]
+
+For each NAME=CONFIG:WEIGHTS:
+  parameters  the eval program's trainable parameters (BN moving statistics are not parameters)
+  GMACs       multiply-adds of the conv layers at --size, batch 1 (PaddleSlim's `analysis.flops`,
+              which counts conv and fc multiply-adds; resize, BN and activations are left out)
+  latency     `segdistill export` at --size (the exported inference model, verified by export
+              itself), then Paddle Inference on the CPU: batch 1, --threads math threads, oneDNN
+              off (the project's default inference kernels), --warmup runs dropped, then the
+              median and the 10th/90th percentiles of --runs timed runs on one fixed input.
+Models are timed interleaved (A, B, C, A, B, C, ...) so a load change on the machine hits all of
+them alike; the load average before and after is printed and recorded. Run it on a quiet machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from _common import ROOT, machine  # noqa: E402  (puts the project on sys.path)
+
+from segdistill_cli.config import load_config  # noqa: E402
+from segdistill_cli.paddle_env import import_paddle  # noqa: E402
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    config: Path
+    weights: Path
+
+
+@dataclass
+class Payoff:
+    name: str
+    config: str
+    weights: str
+    parameters: int
+    gmacs: float
+    latency_ms_median: float
+    latency_ms_p10: float
+    latency_ms_p90: float
+
+
+def parse_model(text: str) -> ModelSpec:
+    name, _, rest = text.partition("=")
+    config, _, weights = rest.partition(":")
+    if not (name and config and weights):
+        raise SystemExit(f"--model {text!r}: expected NAME=CONFIG:WEIGHTS")
+    return ModelSpec(name, Path(config).resolve(), Path(weights).resolve())
+
+
+def size_overrides(size: tuple[int, int]) -> list[str]:
+    wh = f"({size[0]},{size[1]})"
+    return [f"EVAL_CROP_SIZE={wh}", f"AUG.FIX_RESIZE_SIZE={wh}", f"TRAIN_CROP_SIZE={wh}"]
+
+
+def count_model(spec: ModelSpec, size: tuple[int, int]) -> tuple[int, float]:
+    """(trainable parameters, conv GMACs at `size`) of the eval program."""
+    import numpy as np
+    from paddleslim.analysis import flops
+
+    from segdistill_cli.programs import build_eval
+
+    import_paddle()
+    built = build_eval(load_config(spec.config, size_overrides(size)))
+    params = sum(int(np.prod(p.shape)) for p in built.main.all_parameters() if p.trainable)
+    return params, flops(built.main) / 1e9
+
+
+def export(spec: ModelSpec, size: tuple[int, int], out: Path) -> Path:
+    """The model as `segdistill export` writes it (the command verifies the export itself)."""
+    cmd = [sys.executable, "-m", "segdistill_cli", "export", "--cfg", str(spec.config),
+           "--model-dir", str(spec.weights), "--out", str(out)]
+    for o in size_overrides(size):
+        cmd += ["--set", o]
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return out
+
+
+def predictor(folder: Path, threads: int) -> Any:
+    paddle = import_paddle()
+    config = paddle.inference.Config(str(folder / "model.pdmodel"), str(folder / "model.pdiparams"))
+    config.disable_gpu()
+    config.disable_glog_info()
+    config.set_cpu_math_library_num_threads(threads)
+    return paddle.inference.create_predictor(config)
+
+
+def timed_run(pred: Any, image: Any) -> float:
+    handle = pred.get_input_handle(pred.get_input_names()[0])
+    handle.copy_from_cpu(image)
+    start = time.perf_counter()
+    pred.run()
+    for name in pred.get_output_names():
+        pred.get_output_handle(name).copy_to_cpu()
+    return (time.perf_counter() - start) * 1000.0
+
+
+def time_interleaved(predictors: dict[str, Any], size: tuple[int, int], runs: int,
+                     warmup: int) -> dict[str, list[float]]:
+    import numpy as np
+
+    image = np.random.default_rng(0).uniform(-1, 1, (1, 3, size[1], size[0])).astype(np.float32)
+    for pred in predictors.values():
+        for _ in range(warmup):
+            timed_run(pred, image)
+    samples: dict[str, list[float]] = {name: [] for name in predictors}
+    for _ in range(runs):
+        for name, pred in predictors.items():
+            samples[name].append(timed_run(pred, image))
+    return samples
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=10)[int(q * 10) - 1]
+
+
+def markdown(rows: list[Payoff], size: tuple[int, int], threads: int) -> str:
+    lines = [f"| model | parameters | GMACs at {size[0]}×{size[1]} | CPU latency, batch 1, "
+             f"{threads} thread(s): median (p10–p90) |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.name} | {r.parameters / 1e6:.2f} M | {r.gmacs:.2f} | "
+                     f"{r.latency_ms_median:.1f} ms ({r.latency_ms_p10:.1f}–{r.latency_ms_p90:.1f}) |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", action="append", required=True, help="NAME=CONFIG:WEIGHTS (repeat)")
+    p.add_argument("--size", default="480,360", help="W,H of the exported input")
+    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1, help="Paddle Inference CPU math threads")
+    p.add_argument("--json", type=Path, help="write the rows and the machine/load here")
+    args = p.parse_args(argv)
+    args.models = [parse_model(m) for m in args.model]
+    w, h = (int(v) for v in args.size.split(","))
+    args.size = (w, h)
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    counts = {m.name: count_model(m, args.size) for m in args.models}
+    with tempfile.TemporaryDirectory(prefix="segdistill-payoff-") as tmp:
+        folders = {m.name: export(m, args.size, Path(tmp) / m.name) for m in args.models}
+        load_before = os.getloadavg()
+        predictors = {name: predictor(folder, args.threads) for name, folder in folders.items()}
+        samples = time_interleaved(predictors, args.size, args.runs, args.warmup)
+        load_after = os.getloadavg()
+    rows = [Payoff(m.name, str(m.config.relative_to(ROOT)) if m.config.is_relative_to(ROOT)
+                   else str(m.config), str(m.weights), *counts[m.name],
+                   statistics.median(samples[m.name]), _percentile(samples[m.name], 0.1),
+                   _percentile(samples[m.name], 0.9)) for m in args.models]
+    print(markdown(rows, args.size, args.threads))
+    print(f"load average before timing {load_before[0]:.2f}, after {load_after[0]:.2f}; "
+          f"{args.runs} runs per model after {args.warmup} warm-up runs")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "machine": machine(), "size": list(args.size), "threads": args.threads,
+            "runs": args.runs, "warmup": args.warmup, "load_before": load_before,
+            "load_after": load_after, "rows": [asdict(r) for r in rows],
+            "samples_ms": samples}, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""benchmarks/payoff.py's counting (no export, no timing): the size override really reaches the
+program, and the numbers order the models as their architectures say."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def payoff():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("payoff", ROOT / "benchmarks" / "payoff.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["payoff"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_conv_macs_follow_the_input_size_and_parameters_do_not(payoff, tmp_path):
+    student = payoff.ModelSpec("s", ROOT / "configs" / "camvid.yaml", tmp_path)
+    teacher = payoff.ModelSpec("t", ROOT / "configs" / "camvid_teacher.yaml", tmp_path)
+    params_small, macs_small = payoff.count_model(student, (64, 48))
+    params_big, macs_big = payoff.count_model(student, (128, 96))
+    assert params_small == params_big > 100_000
+    # Conv multiply-adds scale with the pixel count (x4); a size override that did not reach the
+    # program would give x1. Stride-rounding at 64x48 makes it only approximately 4.
+    assert 3.6 < macs_big / macs_small < 4.4
+    params_t, macs_t = payoff.count_model(teacher, (64, 48))
+    assert params_t > 3 * params_small and macs_t > 3 * macs_small  # x1.0 + ASPP + decoder
+
+
+def test_markdown_row(payoff):
+    row = payoff.Payoff("student", "configs/camvid.yaml", "w", 480_000, 0.44, 12.3, 11.0, 14.5)
+    table = payoff.markdown([row], (480, 360), 1)
+    assert "| student | 0.48 M | 0.44 | 12.3 ms (11.0–14.5) |" in table
