@@ -156,3 +156,79 @@ def test_train_refuses_the_teacher_folder_on_the_student_side_before_step_one(ca
     assert f"error: {TEACHER_DIR} (--set): the teacher's weights folder is read from the teacher " \
            f"config, not the student's; give it as --teacher-set {TEACHER_DIR}={tmp_path}" in errors
     assert not (tmp_path / "run").exists()
+
+
+# ---- keys no command reads (config/unread.py) ---------------------------------------------------
+
+
+def test_a_given_image_count_that_differs_from_the_list_is_refused(capsys, monkeypatch, tmp_path):
+    """Legacy's TRAIN_TOTAL_IMAGES looks like it sizes the LR schedule; the schedule counts the
+    list. A differing value is one error naming its source; the true count is accepted."""
+    monkeypatch.chdir(ROOT)
+    train_images = len([l for l in (ROOT.parent / "shared" / "data" / "camvid" / "train.txt")
+                        .read_text().splitlines() if l.strip()])
+    assert main(["config", "check", "--cfg", str(CAMVID), "--set",
+                 "DATASET.TRAIN_TOTAL_IMAGES=2975"]) == 2
+    assert errors_of(capsys) == [
+        "error: DATASET.TRAIN_TOTAL_IMAGES (--set): 2975, but the LR schedule counts "
+        f"{train_images} images an epoch from DATASET.TRAIN_FILE_LIST: this key is a count, not "
+        "a setting (remove it)"]
+    assert main(["config", "check", "--cfg", str(CAMVID), "--set",
+                 f"DATASET.TRAIN_TOTAL_IMAGES={train_images}"]) == 0
+    path = tmp_path / "s.yaml"
+    path.write_text(CAMVID.read_text().replace("DATASET:\n", "DATASET:\n    VAL_TOTAL_IMAGES: 500\n"))
+    assert main(["train", "--no-teacher", "--preflight", "--cfg", str(path)]) == 2
+    errors = errors_of(capsys)
+    assert [e.split(": 500, but")[0] for e in errors] == [
+        f"error: DATASET.VAL_TOTAL_IMAGES ({path}:{line_of(path, 'VAL_TOTAL_IMAGES')})"], errors
+
+
+UNREAD_VALUES = [("NUM_TRAINERS", "2"), ("TRAINER_ID", "1"),
+                 ("SLIM.KNOWLEDGE_DISTILL", "true"), ("DATASET.TEST_TOTAL_IMAGES", "7"),
+                 ("DATASET.VIS_FILE_LIST", "vis.txt"), ("SOLVER.LOSS_WEIGHT.DICE_LOSS", "2.0"),
+                 ("MODEL.MULTI_LOSS_WEIGHT", "[1.0, 0.4]"), ("MODEL.SCALE_LOSS", "8.0"),
+                 ("MODEL.DEFAULT_GROUP_NUMBER", "16"), ("MODEL.HRNET.STAGE2.NUM_MODULES", "2"),
+                 ("MODEL.ICNET.LAYERS", "101"), ("FREEZE.SAVE_DIR", "frozen"),
+                 ("SLIM.NAS_PORT", "1"), ("SLIM.PRUNE_PARAMS", "conv1"), ("SLIM.PREPROCESS", "true")]
+
+
+@pytest.mark.parametrize("key,value", UNREAD_VALUES, ids=[k for k, _ in UNREAD_VALUES])
+def test_an_unread_key_is_an_error_when_typed_and_a_warning_in_a_yaml(key, value, tmp_path):
+    typed = [p for p in _problems([f"{key}={value}"]) if p.key == key]
+    assert [(p.source, p.fatal) for p in typed] == [("--set", True)], typed
+    assert "has no effect" in typed[0].message
+    path = tmp_path / "s.yaml"
+    section, _, leaf = key.rpartition(".")
+    nested = "".join(f"{'    ' * i}{part}:\n" for i, part in enumerate(section.split("."))
+                     ) if section else ""
+    path.write_text(CAMVID.read_text() + nested + f"{'    ' * (key.count('.'))}{leaf}: {value}\n")
+    in_file = [p for p in _problems(student=path) if p.key == key]
+    last_line = len(path.read_text().splitlines())
+    assert [(p.source, p.fatal) for p in in_file] == [(f"{path}:{last_line}", False)], in_file
+    assert not [p for p in _problems() if p.key == key]  # the default value says nothing
+
+
+def test_the_unread_table_names_real_keys_and_the_teacher_side_is_checked_too():
+    from segdistill_cli.config.schema import _ALL_KEYS
+    from segdistill_cli.config.unread import UNREAD
+
+    for name in UNREAD:  # a typo here would silently switch a check off
+        assert any(k == name or (name.endswith((".", "_")) and k.startswith(name))
+                   for k in _ALL_KEYS), name
+    found = [p for p in _problems(teacher_sets=["MODEL.SCALE_LOSS=8.0"]) if p.key ==
+             "MODEL.SCALE_LOSS"]
+    assert [(p.source, p.fatal) for p in found] == [("--teacher-set", True)]
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("SOLVER.LOSS_WEIGHT.SOFTMAX_LOSS=2.0", "weighted cross-entropy is not implemented"),
+    ("DATASET.DATA_DIM=4", "derived from IMAGE_TYPE"),
+    ("DATASET.PADDING_VALUE=[0.0, 0.0, 0.0]", "derived from MEAN x 255"),
+])
+def test_keys_that_would_change_the_result_are_refused(override, fragment, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    key = override.split("=")[0]
+    assert main(["config", "check", "--cfg", str(CAMVID), "--set", override]) == 2
+    errors = errors_of(capsys)
+    assert len(errors) == 1 and errors[0].startswith(f"error: {key} (--set): ") \
+        and fragment in errors[0], errors

@@ -135,6 +135,11 @@ def test_distill_trains_student_keeps_teacher_bit_identical(lists, teacher_dir, 
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["seed"] == 3 and run["global_batch"] == 2 and run["num_trainers"] == 1
     assert run["distill_pairs"][0].startswith("l2_0")
+    # The count the LR schedule was built from (8 images, ceil(8 / 2) = 4 steps an epoch), not
+    # legacy's default 2975; the val count is the val list's.
+    assert run["student"]["DATASET"]["TRAIN_TOTAL_IMAGES"] == trainer.schedule_images == 8
+    assert graph.lr_scheduler.schedule.steps_per_epoch == 4
+    assert run["student"]["DATASET"]["VAL_TOTAL_IMAGES"] == 4
     assert summary.steps_run == 8 and summary.epochs_run == 2
 
 

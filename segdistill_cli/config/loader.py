@@ -275,9 +275,18 @@ def _is_plain_string_key(key: str) -> bool:
 
 
 def _infer(cfg: SegConfig) -> None:
-    """Legacy `check_and_infer` parts that need no filesystem."""
-    cfg.DATASET.DATA_DIM = 4 if cfg.DATASET.IMAGE_TYPE == "rgba" else 3
-    cfg.DATASET.PADDING_VALUE = [x * 255.0 for x in cfg.MEAN]
+    """Legacy `check_and_infer` parts that need no filesystem. DATA_DIM and PADDING_VALUE are
+    derived (legacy overwrote them too): a given value that differs is refused, not ignored."""
+    derived = {"DATASET.DATA_DIM": (4 if cfg.DATASET.IMAGE_TYPE == "rgba" else 3, "IMAGE_TYPE"),
+               "DATASET.PADDING_VALUE": ([x * 255.0 for x in cfg.MEAN], "MEAN x 255")}
+    for key, (value, rule) in derived.items():
+        origin = cfg.origin(key)
+        if not origin.startswith("default") and cfg.get_key(key) != value:
+            raise ConfigError(f"{_where(key, origin)}: {cfg.get_key(key)!r} differs from {value!r}, "
+                              f"which is derived from {rule}: this key is not a setting (remove "
+                              "it)")
+    cfg.DATASET.DATA_DIM = derived["DATASET.DATA_DIM"][0]
+    cfg.DATASET.PADDING_VALUE = derived["DATASET.PADDING_VALUE"][0]
     if cfg.DATASET.SEPARATOR == "":
         raise ConfigError(f"{_where('DATASET.SEPARATOR', cfg.origin('DATASET.SEPARATOR'))}: must "
                           "not be empty")

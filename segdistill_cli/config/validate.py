@@ -38,7 +38,8 @@ def list_path(cfg: SegConfig, key: str) -> Path:
 def validate(configs: Configs, purpose: str = "any", do_eval: bool = True,
              use_teacher: bool = True) -> list[Problem]:
     """Checks that need the filesystem. Returns every problem found (empty list = ok)."""
-    from .one_side import check_one_side  # it builds on Problem, defined here
+    from .one_side import check_one_side  # they build on Problem, defined here
+    from .unread import check_unread
 
     student, teacher = configs.student, configs.teacher
     problems: list[Problem] = []
@@ -46,6 +47,9 @@ def validate(configs: Configs, purpose: str = "any", do_eval: bool = True,
                                teacher is not None, training=purpose == "train")
     problems += _check_crops(student, purpose)
     problems += _check_unsupported(student)
+    problems += check_unread(student)
+    if teacher is not None:
+        problems += check_unread(teacher, teacher=True)
     needed_lists = {"train": ["TRAIN_FILE_LIST"] + (["VAL_FILE_LIST"] if do_eval else []),
                     "eval": ["VAL_FILE_LIST"],
                     "any": []}[purpose]
@@ -90,6 +94,7 @@ def validate(configs: Configs, purpose: str = "any", do_eval: bool = True,
 _UNSUPPORTED = {
     "SOLVER.CROSS_ENTROPY_WEIGHT": "class-weighted cross-entropy is not implemented",
     "SOLVER.LOSS": "dice/bce/lovasz losses are not implemented (only softmax_loss)",
+    "SOLVER.LOSS_WEIGHT.SOFTMAX_LOSS": "a weighted cross-entropy is not implemented",
     "MODEL.FP16": "mixed precision is not implemented",
     "MODEL.DEFAULT_NORM_TYPE": "only 'bn' is implemented",
 }

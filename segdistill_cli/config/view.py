@@ -31,8 +31,9 @@ class ConfigView:
     notes: list[str] = field(default_factory=list)
 
 
-def used_values(cfg: SegConfig, role: str) -> ConfigView:
-    """`cfg` as plain data, with DISTILL and the image counts as the commands use them."""
+def used_values(cfg: SegConfig, role: str, train_images: int | None = None) -> ConfigView:
+    """`cfg` as plain data, with DISTILL and the image counts as the commands use them
+    (`train_images`: the count a running train already handed to its LR schedule)."""
     data = cfg.to_plain()
     view = ConfigView(data)
     if role == "student":
@@ -42,7 +43,8 @@ def used_values(cfg: SegConfig, role: str) -> ConfigView:
     dataset = data["DATASET"]
     for count_key, list_key in COUNTED_LISTS.items():
         try:
-            dataset[count_key] = _image_count(cfg, count_key)
+            dataset[count_key] = (train_images if count_key == "TRAIN_TOTAL_IMAGES" and
+                                  train_images is not None else image_count(cfg, count_key))
         except (OSError, SegDistillError) as exc:
             del dataset[count_key]
             view.notes.append(f"{role}: DATASET.{count_key} left out: the list "
@@ -52,7 +54,9 @@ def used_values(cfg: SegConfig, role: str) -> ConfigView:
     return view
 
 
-def _image_count(cfg: SegConfig, count_key: str) -> int:
+def image_count(cfg: SegConfig, count_key: str) -> int:
+    """The value a command uses for `count_key` (raises OSError / SegDistillError when its list
+    cannot be read)."""
     from ..data.dataset import read_entries
     from ..data.mixed import schedule_images, train_set
 

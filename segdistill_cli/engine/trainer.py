@@ -28,6 +28,7 @@ import numpy as np
 from .. import __version__
 from ..config import Configs
 from ..config.diff import training_changes
+from ..config.view import used_values
 from ..data.check import preflight_data
 from ..data.loader import BatchLoader, default_prefetch
 from ..data.mixed import check_unlabeled_split, schedule_images, train_set as build_train_set
@@ -122,6 +123,7 @@ class Trainer:
         self.clear_old_run = False  # --overwrite (or resume auto with nothing to resume)
         self.graph: Optional[TrainGraph] = None  # set by run(); tests and benchmarks inspect it
         self.teacher_check: Optional[TeacherCheck] = None  # set by preflight() when distilling
+        self.schedule_images = 0  # the image count the LR schedule is built from, set by run()
 
     # ---- pre-flight ----------------------------------------------------------------------------
 
@@ -308,7 +310,8 @@ class Trainer:
             return TrainSummary(None, 0, 0, None, None)
         batch = per_rank_batch(int(self.cfg.BATCH_SIZE), self.ctx.nranks)
         train_set = build_train_set(self.cfg, self.ctx.shard, self.seed, batch)
-        graph = build_train_graph(self.configs, self.ctx, schedule_images(train_set), self.seed,
+        self.schedule_images = schedule_images(train_set)  # run.json records it
+        graph = build_train_graph(self.configs, self.ctx, self.schedule_images, self.seed,
                                   self.options.use_teacher, self.echo, pairs=pairs,
                                   teacher=teacher, student=student)
         self.graph = graph
@@ -611,9 +614,10 @@ class Trainer:
         first_start = {
             **{k: invocation[k] for k in ("command", "versions", "device", "num_trainers",
                                           "teacher_check")},
-            "student": self.configs.student.to_plain(),
-            "teacher": self.configs.teacher.to_plain() if self.configs.teacher and
-            self.options.use_teacher else None,
+            # The values used (config show's view): the schedule's image count, not legacy's 2975.
+            "student": used_values(self.cfg, "student", self.schedule_images).data,
+            "teacher": used_values(self.configs.teacher, "teacher").data if self.configs.teacher
+            and self.options.use_teacher else None,
             "distill_pairs": [p.describe() for p in graph.pairs],
             "global_batch": int(self.cfg.BATCH_SIZE),
             "per_trainer_batch": per_rank_batch(int(self.cfg.BATCH_SIZE), self.ctx.nranks),
