@@ -3,11 +3,15 @@
 The exit-code rule (README "Exit codes"), applied by every command:
 
 * 2 — a usage, config or input problem, found before the work starts: a bad option, an unknown
-  key or wrong type, a file or folder given that does not exist or does not fit, an output folder
-  that must not be written, a device this build cannot use (`ConfigError`);
-* 1 — a failure while working: a download, a corrupt file, a NaN, a worker that died
+  key or wrong type, a file or folder given that does not exist or does not fit (weights that
+  read fine but miss parameters or have other shapes), an output folder that must not be written,
+  a device this build cannot use (`ConfigError`);
+* 1 — a failure while working: a download, a corrupt file (bytes that do not parse or do not
+  match their recorded size/sha256, whenever it is found), a NaN, a worker that died
   (`SegDistillError`);
-* 130 — interrupted by Ctrl-C (`Interrupted`).
+* 130 — interrupted by Ctrl-C (`Interrupted`);
+* 143 — `train` stopped on SIGTERM/SIGUSR1 after writing a resumable checkpoint
+  (`engine.preemption.Preempted`; printed as its line, not as an error).
 
 Library code raises these; `cli.py` catches them, prints `error: <message>` and exits with
 `exit_code`. Anything else that escapes is a bug and keeps its traceback.

@@ -3,6 +3,7 @@ exit 2, failures while working 1, Ctrl-C 130 — each with exactly one `error:` 
 a traceback or a box. Every case runs in process and stops before any real work."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,21 @@ def _files(tmp_path: Path) -> dict[str, Path]:
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "model.pdparams").write_bytes(b"not a pickle")
-    return {"foreign": foreign, "corrupt": corrupt, "missing": tmp_path / "missing"}
+    # A segdistill checkpoint whose weights file no longer matches the sha256 in its meta.json.
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "model.pdparams").write_bytes(b"0123456789")
+    (damaged / "meta.json").write_text(json.dumps(
+        {"epoch": 1, "files": {"model.pdparams": {"size": 10, "sha256": "0" * 64}}}))
+    return {"foreign": foreign, "corrupt": corrupt, "damaged": damaged,
+            "missing": tmp_path / "missing"}
+
+
+def camvid_preflight_with_teacher(folder: str) -> list[str]:
+    """`train --preflight` of the CamVid pair with the teacher weights in `folder`."""
+    return ["train", "--cfg", CAMVID_CFG, "--teacher-cfg",
+            str(ROOT / "configs" / "camvid_teacher.yaml"), "--preflight",
+            "--teacher-set", f"SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR={folder}"]
 
 
 # (name, argv with {placeholders}, exit code, a fragment of the one error line)
@@ -60,17 +75,22 @@ CASES = [
      2, "--suggest needs --teacher-cfg"),
     ("train: --gpus on the CPU build", ["train", "--cfg", STUDENT, "--teacher-cfg", TEACHER,
                                         "--gpus", "0,1"], 2, "CPU-only build"),
-    ("train: missing teacher folder", ["train", "--cfg", CAMVID_CFG, "--teacher-cfg",
-                                       str(ROOT / "configs" / "camvid_teacher.yaml"),
-                                       "--preflight", "--teacher-set",
-                                       "SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR={missing}"],
+    ("train: missing teacher folder", camvid_preflight_with_teacher("{missing}"),
      2, "KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR"),
     ("train: --overwrite with --resume", ["train", "--cfg", STUDENT, "--no-teacher",
                                           "--overwrite", "--resume", "auto"], 2, "contradict"),
     ("eval: missing --model-dir", ["eval", "--cfg", CAMVID_CFG, "--check-data", "off",
                                    "--model-dir", "{missing}"], 2, "model dir not found"),
+    # A corrupt weights file is exit 1 on every path: unpickling fails, or the checksum the
+    # pre-flight checks differs (eval, export, the teacher of train).
     ("eval: corrupt weights", ["eval", "--cfg", CAMVID_CFG, "--check-data", "off", "--model-dir",
                                "{corrupt}"], 1, "corrupt"),
+    ("eval: damaged checkpoint", ["eval", "--cfg", CAMVID_CFG, "--check-data", "off",
+                                  "--model-dir", "{damaged}"], 1, "checkpoint file damaged"),
+    ("export: damaged checkpoint", ["export", "--cfg", CAMVID_CFG, "--model-dir", "{damaged}",
+                                    "--out", "{missing}/e"], 1, "checkpoint file damaged"),
+    ("train: damaged teacher checkpoint", camvid_preflight_with_teacher("{damaged}"), 1,
+     "checkpoint file damaged"),
     ("predict: missing image", ["predict", "--cfg", STUDENT, "--model-dir", "{missing}",
                                 "--image", "{missing}/a.png", "--out", "{missing}/o"],
      2, "file not found"),

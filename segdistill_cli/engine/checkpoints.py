@@ -61,8 +61,9 @@ ADAPTER_PREFIXES: Tuple[str, ...] = ("distill_adapter_",)
 PAUSE_ENV = "SEGDISTILL_TEST_SAVE_PAUSE"
 
 
-class DamagedCheckpoint(ConfigError):
-    """A checkpoint file whose size or sha256 differs from its meta.json (an input problem)."""
+class DamagedCheckpoint(SegDistillError):
+    """A checkpoint file whose size or sha256 differs from its meta.json: a corrupt file (exit 1,
+    like an unreadable one; weights that read fine but do not fit the program are exit 2)."""
 
 
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old|del)-(?P<pid>\d+)$")
@@ -397,7 +398,7 @@ def load_checkpoint(program: Any, scope: Any, path: str | os.PathLike, place: An
             parts.append(f"{len(missing)} variable(s) missing, e.g. {', '.join(missing[:3])}")
         if mismatched:
             parts.append(f"{len(mismatched)} shape mismatch(es), e.g. {mismatched[0]}")
-        raise SegDistillError(f"checkpoint {path} does not fit this program: " + "; ".join(parts))
+        raise ConfigError(f"checkpoint {path} does not fit this program: " + "; ".join(parts))
     for var in wanted:
         holder = scope.var(var.name)
         array = np.asarray(values[var.name])
