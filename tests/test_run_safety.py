@@ -149,13 +149,13 @@ def test_ctrl_c_prints_one_line_with_the_resume_command(lists, teacher_dir, tmp_
 
     save = tmp_path / "run"
     args = cli_args(lists, teacher_dir, save, "--no-eval", "--set", "SOLVER.NUM_EPOCHS=50")
+    # As a foreground process at a terminal: SIGINT at its default (see _sigint_as_at_a_terminal).
     proc = subprocess.Popen([sys.executable, "-m", "segdistill_cli", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_as_at_a_terminal)
     _wait_for(lambda: (save / "1" / "meta.json").is_file(), proc)
-    # A single SIGINT was once seen to have no effect (1 run in 3, cause not yet found; the run
-    # went on to finish with exit 0). Until that is found, press Ctrl-C again every few seconds,
-    # as a user would; the checks below still require exit 130 and exactly one line.
-    out, err = _interrupt_until_exit(proc)
+    proc.send_signal(signal.SIGINT)  # one Ctrl-C
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     lines = err.strip().splitlines()
     assert "Traceback" not in err
@@ -166,14 +166,27 @@ def test_ctrl_c_prints_one_line_with_the_resume_command(lists, teacher_dir, tmp_
     assert [line for line in lines if "interrupted" in line] == [lines[-1]]
 
 
-def _interrupt_until_exit(proc, attempts: int = 10, wait: float = 5.0) -> tuple:
-    import subprocess
+def _sigint_as_at_a_terminal() -> None:
+    """Undo an inherited "SIGINT ignored". A shell without job control starts background
+    commands (`sh -c 'pytest ... &'`) with SIGINT ignored, every child inherits that, and
+    Python keeps an ignored SIGINT ignored: one Ctrl-C then does nothing and the run finishes
+    (exit 0), the lost Ctrl-C this test once saw (docs/design.md, "Preemption"; the next test
+    shows the inheritance)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-    for _ in range(attempts):
-        proc.send_signal(signal.SIGINT)
-        try:
-            return proc.communicate(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-    proc.kill()
-    return proc.communicate()
+
+def test_an_inherited_ignored_sigint_stays_ignored():
+    """Why the Ctrl-C test resets SIGINT in its child (the negative control of that premise)."""
+    import subprocess
+    import sys
+
+    probe = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT))"]
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    ignored = subprocess.run(probe, capture_output=True, text=True, preexec_fn=ignore_sigint)
+    assert ignored.stdout.strip() == str(signal.SIG_IGN)  # Ctrl-C would be lost in this child
+    reset = subprocess.run(probe, capture_output=True, text=True,
+                           preexec_fn=lambda: (ignore_sigint(), _sigint_as_at_a_terminal()))
+    assert reset.stdout.strip() == str(signal.default_int_handler)
