@@ -21,7 +21,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -168,3 +168,29 @@ def values_sha256(values: dict[str, np.ndarray]) -> str:
 def scope_sha256(scope: Any, names: Sequence[str]) -> str:
     """`values_sha256` of the variables `names` as they are in `scope` now."""
     return values_sha256({n: np.array(scope.find_var(n).get_tensor()) for n in names})
+
+
+STOP_VOTE_OP = "c_allreduce_max"
+
+
+def stop_vote(exe: Any) -> Callable[[bool], bool]:
+    """The collective stop decision of a data-parallel run: `vote(local)` is True on every rank
+    when any rank's `local` is True (a max all-reduce of one flag on ring 0, in a program of its
+    own). Every rank must call it at the same points (Gloo and NCCL pair calls by order): the
+    trainer calls it once after every step, so all ranks leave the loop after the same step."""
+    paddle = import_paddle()
+    program, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(program, startup), paddle.utils.unique_name.guard():
+        flag = paddle.static.data("segdistill_stop_flag", [1], "float32")
+        block = program.global_block()
+        anyone = block.create_var(name="segdistill_stop_any", shape=[1], dtype="float32")
+        block.append_op(type=STOP_VOTE_OP, inputs={"X": [flag]}, outputs={"Out": [anyone]},
+                        attrs={"ring_id": 0, "use_calc_stream": True})
+    scope = paddle.static.Scope()
+
+    def vote(local: bool) -> bool:
+        (result,) = exe.run(program, feed={flag.name: np.array([float(local)], np.float32)},
+                            fetch_list=[anyone], scope=scope)
+        return bool(np.asarray(result).reshape(-1)[0] > 0)
+
+    return vote

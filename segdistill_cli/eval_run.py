@@ -212,8 +212,8 @@ def launch_and_collect(plan: Any, options: EvalOptions, env: dict) -> Any:
         env[GATHER_DIR_ENV] = str(gather_dir)
         with stdout_to_stderr():  # the launcher's and workers' chatter must not mix with results
             code = run_launch(plan, env)  # a failed worker raises, naming its log
-        if code:  # 130: Ctrl-C, the launcher stopped its workers
-            raise KeyboardInterrupt
+        if code:  # 143: stopped by a signal passed on to the workers
+            raise SegDistillError(f"eval stopped by a signal before its result (exit code {code})")
         result_file = gather_dir / RESULT_FILE
         if not result_file.is_file():
             raise SegDistillError(f"eval workers finished without a result ({result_file})")

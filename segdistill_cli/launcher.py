@@ -23,15 +23,17 @@ Importing this module does not import Paddle.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import ConfigError, SegDistillError
 
@@ -350,41 +352,94 @@ _ENV_DUMP = "env {"
 
 def run_launch(plan: LaunchPlan, env: Optional[Mapping[str, str]] = None,
                extra_env: Optional[Mapping[str, str]] = None) -> int:
-    """Run the launcher command of a "launch" plan, echoing its output; return 0 or 130 (Ctrl-C).
+    """Run the launcher command of a "launch" plan, echoing its output; return 0 or 143
+    (stopped on request). Ctrl-C: KeyboardInterrupt, once the launcher has stopped the workers.
 
-    A failed worker ends the whole job (the launcher stops the others): raises one error naming
-    the first failed rank, its exit code and its log file (exit code 2 if that worker's was 2).
+    SIGTERM/SIGUSR1 to this process go on to the launcher as SIGTERM, which sends it to every
+    worker: a training run then stops collectively after one step, rank 0 writes the checkpoint
+    and its stop line (read from its log) is printed here. A failed worker ends the whole job
+    (the launcher stops the others): raises one error naming the first failed rank, its exit
+    code and its log file (exit code 2 if that worker's was 2).
     """
     child_env = dict(os.environ if env is None else env)
     child_env.update(plan.worker_env)
     child_env.update(extra_env or {})
     child_env[WORKER_ENV] = "1"
+    first_log = Path(plan.log_dir) / "workerlog.0"
+    log_start = first_log.stat().st_size if first_log.is_file() else 0  # the launcher appends
     proc = subprocess.Popen(list(plan.command), env=child_env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, errors="replace")
     failed: Optional[re.Match] = None
-    try:
-        for line in proc.stdout:
-            failed = failed or _FAILED_WORKER.search(line)
-            if not line.startswith(_ENV_DUMP):
-                sys.stdout.write(line)
-                sys.stdout.flush()
-        code = proc.wait()
-    except KeyboardInterrupt:
-        # The launcher got the same SIGINT (same process group) and stops its workers.
+    with _forwarding_stop_signals(proc) as forwarded:
         try:
-            return proc.wait(timeout=30) or 130
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait()
-            return 130
+            for line in proc.stdout:
+                failed = failed or _FAILED_WORKER.search(line)
+                if not line.startswith(_ENV_DUMP):
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+            code = proc.wait()
+        except KeyboardInterrupt:
+            # The launcher got the same SIGINT (same process group) and stops its workers (with
+            # SIGTERM: a training run stops after its step and checkpoints it); its own exit
+            # code (2, the signal number) must not become ours: Ctrl-C is 130.
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait()
+            raise
     if code == 0 or code == 130:
         return code
+    stopped = _stop_line(first_log, log_start)
+    if stopped or forwarded:
+        from .engine.preemption import EXIT_CODE
+
+        print(stopped or f"stopped by {forwarded[0]} (passed on to the workers); none wrote "
+              f"a stop line, so no checkpoint of this launch; worker logs in {plan.log_dir}",
+              flush=True)
+        return EXIT_CODE
     if failed is None:
         raise SegDistillError(f"paddle.distributed.launch failed (exit code {code}); worker logs "
                               f"in {plan.log_dir}")
     rank, worker_code, log = int(failed.group(1)), int(failed.group(2)), failed.group(3)
     error = ConfigError if worker_code == ConfigError.exit_code else SegDistillError
     raise error(f"worker rank {rank} failed (exit code {worker_code}); its log: {log}")
+
+
+@contextlib.contextmanager
+def _forwarding_stop_signals(proc: subprocess.Popen) -> Iterator[List[str]]:
+    """While the launcher runs, SIGTERM/SIGUSR1 here become a SIGTERM to it (the only stop
+    signal it passes on to the workers); yields the names of the signals forwarded."""
+    from .engine.preemption import SIGNALS
+
+    forwarded: List[str] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        forwarded.append(signal.Signals(signum).name)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, forward) for sig in SIGNALS} if main else {}
+    try:
+        yield forwarded
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_line(log: Path, start: int) -> Optional[str]:
+    """The stop line (`preemption.LINE_START`) a worker wrote to `log` after offset `start`:
+    it is printed after the checkpoint is complete on every rank."""
+    from .engine.preemption import LINE_START
+
+    try:
+        with open(log, encoding="utf-8", errors="replace") as fh:
+            fh.seek(start)
+            lines = [line.strip() for line in fh if line.startswith(LINE_START)]
+    except OSError:
+        return None
+    return lines[-1] if lines else None
 
 
 # ---------------------------------------------------------------------------------------------

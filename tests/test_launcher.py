@@ -234,3 +234,101 @@ def test_real_cpu_launch_of_two_workers(tmp_path, monkeypatch):
                         "marked": "1", "threads": p.worker_env[0][1]}
     assert (tmp_path / "log" / "workerlog.0").exists()
     assert elapsed < 30
+
+
+# ---- SIGTERM to the launching process: passed on, the workers' stop line, exit 143 --------------
+
+_STOPPABLE_WORKER = textwrap.dedent("""
+    import os, signal, sys, time
+    rank = int(os.environ["PADDLE_TRAINER_ID"])
+    def stop(signum, frame):  # what a training worker does after the collective stop
+        if rank == 0:
+            print("stopped by SIGTERM after step 7 (epoch 2, batch 3/5); checkpoint: run/step-7; "
+                  "resume with: segdistill train --resume auto", flush=True)
+        sys.exit(143)
+    signal.signal(signal.SIGTERM, stop)
+    open(f"ready{rank}", "w").close()
+    time.sleep(120)
+""")
+
+
+def _launch_fake(tmp_path, monkeypatch, worker: str) -> L.LaunchPlan:
+    (tmp_path / "fake_worker.py").write_text(worker)
+    monkeypatch.chdir(tmp_path)
+    p = plan(["train", "--cpu", "--nproc", "2"], cuda=False, count=0, cpu=True, nproc=2,
+             log_dir=str(tmp_path / "log"))
+    cmd = [sys.executable if a == PY else a for a in p.command]
+    cmd[cmd.index("segdistill_cli")] = "fake_worker"
+    return L.LaunchPlan("launch", command=tuple(cmd), log_dir=str(tmp_path / "log"))
+
+
+def test_sigterm_to_the_launching_process_reaches_the_workers(tmp_path, monkeypatch, capsys):
+    """The scheduler's SIGTERM goes to `segdistill train` (this process here): it must reach the
+    workers through paddle's launcher, and the job ends with their stop line and exit 143 (not
+    killed, not orphaned workers). A stop line an earlier launch left in the log is not taken."""
+    import os
+    import signal
+    import threading
+
+    launch = _launch_fake(tmp_path, monkeypatch, _STOPPABLE_WORKER)
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "workerlog.0").write_text("stopped by SIGUSR1 after step 1 (old run)\n")
+
+    def press_stop() -> None:
+        deadline = time.time() + 60
+        while not all((tmp_path / f"ready{r}").exists() for r in (0, 1)):
+            assert time.time() < deadline
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=press_stop, daemon=True).start()
+    before = signal.getsignal(signal.SIGTERM)
+    start = time.time()
+    assert L.run_launch(launch) == 143
+    assert time.time() - start < 60
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith("stopped by SIGTERM after step 7 (epoch 2, batch 3/5)")
+    assert signal.getsignal(signal.SIGTERM) is before  # restored after the launch
+
+
+def test_a_failed_job_is_not_taken_for_a_stop_by_an_old_stop_line(tmp_path, monkeypatch):
+    launch = _launch_fake(tmp_path, monkeypatch, "import sys; sys.exit(3)\n")
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "workerlog.0").write_text("stopped by SIGTERM after step 1 (old run)\n")
+    with pytest.raises(SegDistillError, match=r"worker rank \d failed \(exit code 3\)"):
+        L.run_launch(launch)
+
+
+def test_ctrl_c_waits_for_the_launcher_and_is_a_keyboard_interrupt(tmp_path, monkeypatch):
+    """Ctrl-C at a terminal reaches `segdistill train` and paddle's launcher (one process group;
+    the workers have their own sessions): the launcher passes it on as SIGTERM and exits 2 (the
+    signal number). That code must not become ours: once the launcher is done, Ctrl-C goes on
+    as KeyboardInterrupt (train prints its `interrupted: ...` line, exit 130)."""
+    import os
+    import signal
+    import subprocess
+    import threading
+
+    launch = _launch_fake(tmp_path, monkeypatch, _STOPPABLE_WORKER)
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(L.subprocess, "Popen", popen)
+
+    def press_ctrl_c() -> None:
+        deadline = time.time() + 60
+        while not all((tmp_path / f"ready{r}").exists() for r in (0, 1)):
+            assert time.time() < deadline
+            time.sleep(0.05)
+        started[0].send_signal(signal.SIGINT)  # the terminal signals the whole group
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        L.run_launch(launch)
+    assert started[0].returncode == 2  # the launcher's own exit code, not returned
+    assert "stopped by SIGTERM after step 7" in (tmp_path / "log" / "workerlog.0").read_text()

@@ -339,12 +339,19 @@ def test_full_disk_during_a_save_stops_with_one_line(lists, teacher_dir, tmp_pat
     assert checkpoints.verify(save / "1") is True
 
 
-def test_signal_handlers_are_installed_only_when_asked():
-    """A worker of a multi-worker run keeps the default SIGTERM (no collective stop yet)."""
+def test_the_stop_decision_is_the_vote_not_the_local_flag():
+    """Under a launcher `agree` is the collective vote (tests/test_data_parallel.py runs it for
+    real): a signal to another rank stops this one, and this rank's own signal decides nothing
+    until the vote says so. The handlers are installed while training and restored after."""
+    import os
+
     from segdistill_cli.engine.preemption import StopRequest
 
-    with StopRequest(install=False) as stop:
-        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and not stop.requested
-    with StopRequest() as stop:
+    votes: list[bool] = []
+    with StopRequest(agree=lambda local: votes.append(local) or True) as stop:
         assert signal.getsignal(signal.SIGTERM) == stop._handle
+        assert stop.requested and votes == [False]  # another rank was signalled
+    with StopRequest(agree=lambda local: False) as stop:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert stop.signal_name == "SIGUSR1" and not stop.requested
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

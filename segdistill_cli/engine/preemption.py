@@ -6,9 +6,9 @@ save is never interrupted by it (a second SIGTERM during the save is recorded an
 SIGKILL cannot be caught: the atomic checkpoint writes cover it.
 
 Several workers (rank 0 saves, every rank must stop at the same step or the others hang in the
-next all-reduce): the stop decision has to be collective. `StopRequest.agree` is the one place
-that makes it; in one process it is the local flag. The contract for the multi-worker path is in
-docs/design.md ("Preemption").
+next all-reduce): the stop decision is collective. `StopRequest.agree` is the one place that
+makes it: in one process the local flag, under the launcher a max all-reduce of every rank's flag
+(`collective.stop_vote`). docs/design.md, "Preemption".
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ..errors import SegDistillError
 
 EXIT_CODE = 143  # 128 + SIGTERM, what schedulers and shells expect after a SIGTERM
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+LINE_START = "stopped by "  # every `Preempted` line starts so (the launcher looks for it)
 
 
 class Preempted(SegDistillError):
@@ -33,10 +34,10 @@ class StopRequest:
     """Context manager: while active, SIGTERM/SIGUSR1 set `signal_name` instead of killing.
 
     `agree(local)` turns this process's flag into the decision every rank takes at the same step
-    (identity in one process; a collective max under the multi-worker launcher)."""
+    (identity in one process; a collective max under the multi-worker launcher, so a signal to
+    any one worker, or to all at different moments, stops every rank after the same step)."""
 
-    def __init__(self, agree: Optional[Callable[[bool], bool]] = None, install: bool = True):
-        self.install = install  # False: leave the signals alone (they end the process as before)
+    def __init__(self, agree: Optional[Callable[[bool], bool]] = None):
         self.signal_name: Optional[str] = None
         self.count = 0
         self.agree = agree or (lambda local: local)
@@ -49,10 +50,16 @@ class StopRequest:
 
     @property
     def requested(self) -> bool:
+        """The agreed decision; a collective under the launcher: ask once after every step."""
         return self.agree(self.signal_name is not None)
 
+    def wait_for_all(self) -> None:
+        """After an agreed stop, rank 0's save: no rank returns before every rank is here, so no
+        worker exits (which makes the launcher stop the others) while the checkpoint is written."""
+        self.agree(True)
+
     def __enter__(self) -> "StopRequest":
-        if self.install and threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -61,6 +68,13 @@ class StopRequest:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()
+
+
+def ignore_stop_signals() -> None:
+    """A worker that has stopped with the others: later SIGTERMs (the launcher stops the job's
+    remaining workers once one exits) must not turn its clean exit 143 into a crash."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def resume_command(argv: Sequence[str]) -> str:

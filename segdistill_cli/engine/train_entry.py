@@ -9,7 +9,7 @@ from ..data.check import check_data_mode
 from ..errors import ConfigError, Interrupted
 from ..launcher import (SEED_ENV, SYNC_BN_NEEDS_GPU, LaunchRequest, draw_seed, launch_log_dir,
                         per_rank_batch, plan_launch, run_context, run_launch)
-from .preemption import Preempted, resume_command
+from .preemption import Preempted, ignore_stop_signals, resume_command
 from .trainer import Trainer, TrainOptions
 
 
@@ -35,7 +35,11 @@ def run_train(configs: Configs, argv: Sequence[str], gpus: Optional[str] = None,
     if plan.kind == "launch":
         check_before_launch(configs, request, seed)
         # Every worker must draw the same data order: one seed, drawn here, for all of them.
-        return run_launch(plan, extra_env={SEED_ENV: str(draw_seed() if seed is None else seed)})
+        try:
+            return run_launch(plan, extra_env={SEED_ENV: str(draw_seed() if seed is None
+                                                             else seed)})
+        except KeyboardInterrupt:  # the workers have stopped (and checkpointed): say where
+            raise Interrupted(interrupted_line(save_dir, argv)) from None
     # Legacy's TRAIN.RESUME_MODEL_DIR means the same as --resume DIR (the flag wins).
     resume = resume or configs.student.TRAIN.RESUME_MODEL_DIR or None
     options = TrainOptions(use_teacher=use_teacher, do_eval=do_eval, log_steps=log_steps,
@@ -46,6 +50,8 @@ def run_train(configs: Configs, argv: Sequence[str], gpus: Optional[str] = None,
     try:
         Trainer(configs, options, run_context(plan)).run()
     except Preempted as stop:  # a requested stop, not an error: its line, then exit 143
+        if plan.kind == "worker":
+            ignore_stop_signals()
         print(stop, flush=True)
         return stop.exit_code
     except KeyboardInterrupt:

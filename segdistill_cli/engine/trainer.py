@@ -40,7 +40,7 @@ from .evaluator import Evaluator
 from .teacher_check import TeacherCheck, check_teacher, enforce
 from .graph import (TEACHER_PREFIX, TrainGraph, build_teacher_program, build_train_graph,
                     plan_pairs, seeded_student)
-from .preemption import Preempted, StopRequest, resume_command
+from .preemption import LINE_START, Preempted, StopRequest, resume_command
 from .train_log import TrainLogger
 
 DRY_RUN_STEPS = 3
@@ -443,8 +443,7 @@ class Trainer:
         if start.epoch > num_epochs:
             self.echo(f"nothing to do: the checkpoint is at epoch {start.epoch - 1} of {num_epochs}")
         try:
-            # Several workers: not until the stop is agreed collectively (docs/design.md).
-            with StopRequest(install=not ctx.distributed) as stop:
+            with StopRequest(agree=self._stop_vote(graph)) as stop:
                 for epoch in range(start.epoch, num_epochs + 1):
                     skip = start.step_in_epoch if epoch == start.epoch else 0
                     for step_in_epoch, batch in enumerate(loader.epoch(epoch, skip), start=skip + 1):
@@ -470,6 +469,15 @@ class Trainer:
         return TrainSummary(str(self.save_dir), epochs_run, state.global_step, state.best,
                             str(final) if final else None)
 
+    def _stop_vote(self, graph: TrainGraph) -> Optional[Callable[[bool], bool]]:
+        """Several workers: the collective stop decision (any rank signalled -> all stop after
+        the same step). One process: None, the local flag decides."""
+        if not self.ctx.distributed:
+            return None
+        from ..collective import stop_vote
+
+        return stop_vote(graph.exe)
+
     def _step_boundary(self, graph: TrainGraph, pos: Position, state: RunState,
                        stop: StopRequest, steps_per_epoch: int) -> None:
         """After a step inside an epoch: a step checkpoint when TRAIN.CHECKPOINT_STEPS says so
@@ -480,6 +488,7 @@ class Trainer:
             self._save(graph, f"{checkpoints.STEP_PREFIX}{state.global_step}", pos, state,
                        steps_per_epoch)
         if stopping:
+            stop.wait_for_all()
             raise self._preempted(stop, pos, state, steps_per_epoch)
 
     def _epoch_end(self, graph: TrainGraph, epoch: int, state: RunState, stop: StopRequest,
@@ -506,6 +515,7 @@ class Trainer:
             self._save(graph, f"{checkpoints.STEP_PREFIX}{state.global_step}", pos, state,
                        steps_per_epoch)
         if stopping:
+            stop.wait_for_all()
             raise self._preempted(stop, pos, state, steps_per_epoch)
 
     def _final(self, num_epochs: int) -> Optional[Path]:
@@ -518,7 +528,9 @@ class Trainer:
 
     def _preempted(self, stop: StopRequest, pos: Position, state: RunState,
                    steps_per_epoch: int) -> Preempted:
-        return Preempted(f"stopped by {stop.signal_name or 'a stop request'} after step "
+        cause = stop.signal_name or ("a signal to another worker" if self.ctx.distributed
+                                     else "a stop request")
+        return Preempted(f"{LINE_START}{cause} after step "
                          f"{state.global_step} (epoch {pos.epoch}, batch {pos.step_in_epoch}/"
                          f"{steps_per_epoch}); checkpoint: {state.last_good}; resume with: "
                          f"{resume_command(self.options.argv)}")
@@ -547,8 +559,10 @@ class Trainer:
 
     def _save(self, graph: TrainGraph, name: Any, pos: Position, state: RunState,
               steps_per_epoch: int) -> None:
-        """Rank 0: write checkpoint `name` at `pos`, then apply the retention rule."""
+        """Rank 0: write checkpoint `name` at `pos`, then apply the retention rule. The other
+        ranks only note the folder rank 0 writes (their stop line names it too)."""
         if not self.ctx.is_main:
+            state.last_good = self.save_dir / str(name)
             return
         use_teacher = self.options.use_teacher and self.configs.teacher is not None
         meta = {"epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch,
