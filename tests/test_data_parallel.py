@@ -17,8 +17,8 @@ single process against itself with 2 threads instead of 1 differs by ~2e-5 after
 ~0.1 after three (measured), so later steps cannot be compared to float noise; the later steps
 run the same ops, and the ranks are shown to stay bit-identical to the end.
 
-One 2-worker run (module fixture, no --seed) serves most assertions; the two-node, killed-worker
-and eval runs compare against it.
+One 2-worker run (module fixture, no --seed) serves most assertions; the two-node, killed-worker,
+preemption and eval runs compare against it.
 """
 from __future__ import annotations
 
@@ -116,11 +116,14 @@ def worker_log(save_dir: Path, rank: int) -> str:
 
 
 def rank_states(save_dir: Path) -> dict[tuple[int, str], tuple[str, int, str]]:
-    """(rank, "start"/"end") -> (student sha256, trained parameter count, teacher sha256)."""
-    states = {}
+    """(rank, "start"/"end") -> (student sha256, trained parameter count, teacher sha256): the
+    first start and the last end in the logs (a resumed run logs its own start too)."""
+    states: dict[tuple[int, str], tuple[str, int, str]] = {}
     for rank in (0, 1):
         for match in _RANK_STATE.finditer(worker_log(save_dir, rank)):
-            states[(int(match[1]), match[2])] = (match[3], int(match[4]), match[5])
+            key = (int(match[1]), match[2])
+            if key not in states or match[2] == "end":
+                states[key] = (match[3], int(match[4]), match[5])
     return states
 
 
@@ -147,13 +150,21 @@ def max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 
 @pytest.fixture(scope="module")
 def two_workers(data, teacher_dir, tmp_path_factory) -> dict:
-    """`train --cpu --nproc 2` without --seed (eval on, 3 epochs), from a clean working dir."""
+    """`train --cpu --nproc 2` without --seed (eval on, 3 epochs), from a clean working dir, and
+    preempted: SIGTERM to rank 1 alone once epoch 1's checkpoint exists (exit 143), then
+    `--resume auto` to the end. The preemption tests read the stopped launch ("stopped"), the
+    others the end result, which the uninterrupted two-node run must equal bit for bit."""
     cwd = tmp_path_factory.mktemp("dp_cwd")
     save = tmp_path_factory.mktemp("dp_two") / "run"
-    done = run_cli(train_argv(data, teacher_dir, save, "--cpu", "--nproc", "2"), cwd)
+    argv = train_argv(data, teacher_dir, save, "--cpu", "--nproc", "2")
+    proc = _signal_rank_1_after_checkpoint_1(argv, save, cwd, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    stopped = {"code": proc.returncode, "out": out, "err": err,
+               "logs": {rank: worker_log(save, rank) for rank in (0, 1)}}
+    done = run_cli(argv + ["--resume", "auto"], cwd)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run = json.loads((save / "run.json").read_text())
-    return {"save": save, "cwd": cwd, "run": run, "seed": run["seed"]}
+    return {"save": save, "cwd": cwd, "run": run, "seed": run["seed"], "stopped": stopped}
 
 
 @pytest.fixture(scope="module")
@@ -271,21 +282,25 @@ def test_rank_0_alone_writes_and_records_the_workers(two_workers):
     assert {"workerlog.0", "workerlog.1", "http.log"} <= logs  # rendezvous log kept here ...
     assert list(two_workers["cwd"].iterdir()) == []  # ... not in the working directory
     assert "[EVAL]" in worker_log(save, 0) and "[EVAL]" not in worker_log(save, 1)
-    assert "checkpoint:" not in worker_log(save, 1)
+    assert _SAVED.findall(worker_log(save, 0)) and not _SAVED.findall(worker_log(save, 1))
 
 
 # ---- eval with 2 workers -------------------------------------------------------------------------
 
 
-def test_eval_with_two_workers_gives_the_single_process_matrix(two_workers, data, tmp_path):
+def test_eval_with_two_workers_gives_the_single_process_matrix(two_workers, data, tmp_path,
+                                                              capsys):
+    from segdistill_cli.cli import main
+
     argv = ["eval", "--cfg", str(STUDENT_CFG), "--model-dir", str(two_workers["save"] / "final"),
             "--json", "-"]
     for item in student_sets(data, tmp_path / "unused"):
         argv += ["--set", item]
-    one = run_cli(argv + ["--cpu"], tmp_path)
+    assert main(argv + ["--cpu"]) == 0  # the single process in this one (no start-up to pay)
+    one_json = json.loads(capsys.readouterr().out)
     two = run_cli(argv + ["--cpu", "--nproc", "2"], tmp_path)
-    assert one.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-2000:]
-    one_json, two_json = json.loads(one.stdout), json.loads(two.stdout)
+    assert two.returncode == 0, two.stderr[-2000:]
+    two_json = json.loads(two.stdout)
     assert two_json["shards"] == 2 and one_json["shards"] == 1
     assert two_json["num_images"] == one_json["num_images"] == 4
     assert two_json["confusion_matrix"] == one_json["confusion_matrix"]
@@ -297,8 +312,9 @@ def test_eval_with_two_workers_gives_the_single_process_matrix(two_workers, data
 def test_two_nodes_on_loopback_train_like_two_workers_on_one_node(two_workers, data, teacher_dir,
                                                                   names, tmp_path):
     """Two launchers on this machine as nodes 0 and 1 (one worker each, rendezvous at
-    127.0.0.1): the same result, bit for bit, as 2 workers on one node. Node 1 gets its own
-    MODEL_SAVE_DIR, which shows that rank 1 writes nothing but its launcher's logs."""
+    127.0.0.1), uninterrupted: the same result, bit for bit, as 2 workers on one node that were
+    stopped and resumed (so a difference means multi-node or resume is wrong). Node 1 gets its
+    own MODEL_SAVE_DIR, which shows that rank 1 writes nothing but its launcher's logs."""
     port = _free_port()
     saves = [tmp_path / "node0", tmp_path / "node1"]
     procs = [subprocess.Popen(
@@ -329,17 +345,13 @@ def _free_port() -> int:
 # ---- a worker dies -------------------------------------------------------------------------------
 
 
-def test_a_killed_worker_ends_the_job_and_the_run_resumes(two_workers, data, teacher_dir, names,
-                                                          tmp_path):
+def test_a_killed_worker_ends_the_job_leaving_complete_checkpoints(two_workers, data,
+                                                                   teacher_dir, tmp_path):
+    """(Resuming with 2 workers: the preemption test below, from the checkpoint it leaves.)"""
     save = tmp_path / "run"
     argv = train_argv(data, teacher_dir, save, "--cpu", "--nproc", "2", "--no-eval",
                       "--seed", str(two_workers["seed"]))
-    proc = subprocess.Popen([sys.executable, "-m", "segdistill_cli", *argv], cwd=tmp_path,
-                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    _wait_for(lambda: (save / "1" / "meta.json").is_file() or proc.poll() is not None, 240)
-    assert proc.poll() is None, "the run ended before its first checkpoint"
-    os.kill(_worker_pid(proc.pid, rank=1), signal.SIGKILL)
+    proc = _signal_rank_1_after_checkpoint_1(argv, save, tmp_path, signal.SIGKILL)
     killed = time.monotonic()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and time.monotonic() - killed < 60
@@ -350,11 +362,50 @@ def test_a_killed_worker_ends_the_job_and_the_run_resumes(two_workers, data, tea
     assert folders and all((p / "meta.json").is_file() for p in folders)
     assert not (save / "final").exists()
 
-    resumed = run_cli(argv + ["--resume", "auto"], tmp_path)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "resumed from" in worker_log(save, 0) and "resumed from" in worker_log(save, 1)
-    assert max_difference(final_student(save, names),
-                          final_student(two_workers["save"], names)) == 0.0
+
+# ---- preemption: a collective stop (the fixture's first launch) --------------------------------
+
+
+def test_sigterm_to_one_worker_stops_every_rank_after_the_same_step(two_workers):
+    """SIGTERM to rank 1 alone. The ranks vote after every step (a max all-reduce of their stop
+    flags), so both leave after the same step: rank 0 writes that step's checkpoint, rank 1
+    nothing, and the job exits 143 with rank 0's stop line. Without the vote rank 1 would leave
+    alone and rank 0 wait for it in the next all-reduce: no exit 143, no common step."""
+    stopped, save = two_workers["stopped"], two_workers["save"]
+    assert stopped["code"] == 143, stopped["out"][-3000:] + stopped["err"][-3000:]
+    stops = {rank: _STOP.search(stopped["logs"][rank]) for rank in (0, 1)}
+    assert stops[0] and stops[1], stopped["logs"]
+    assert (stops[0]["cause"], stops[1]["cause"]) == ("a signal to another worker", "SIGTERM")
+    step = int(stops[0]["step"])
+    assert int(stops[1]["step"]) == step and step >= 2  # the same step on both ranks
+    assert stops[0][0] in stopped["out"].splitlines()  # the job's own line is rank 0's
+    assert _SAVED.findall(stopped["logs"][0])[-1] == str(save / str(step))
+    assert not _SAVED.findall(stopped["logs"][1])
+    assert json.loads((save / str(step) / "meta.json").read_text())["global_step"] == step
+
+
+def test_the_stopped_run_resumes_from_that_checkpoint_on_both_ranks(two_workers):
+    """(That the resumed run ends with the uninterrupted run's weights, bit for bit, is the
+    two-node test's comparison.)"""
+    step = int(_STOP.search(two_workers["stopped"]["logs"][0])["step"])
+    resumed = f"resumed from {two_workers['save'] / str(step)} "
+    assert all(resumed in worker_log(two_workers["save"], rank) for rank in (0, 1))
+
+
+_STOP = re.compile(r"^stopped by (?P<cause>.+?) after step (?P<step>\d+) .*$", re.M)
+_SAVED = re.compile(r"^checkpoint: (\S+)$", re.M)
+
+
+def _signal_rank_1_after_checkpoint_1(argv: list[str], save: Path, cwd: Path,
+                                      signum: int) -> subprocess.Popen:
+    """Start `segdistill <argv>`; once epoch 1's checkpoint exists, send `signum` to rank 1."""
+    proc = subprocess.Popen([sys.executable, "-m", "segdistill_cli", *argv], cwd=cwd,
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for(lambda: (save / "1" / "meta.json").is_file() or proc.poll() is not None, 240)
+    assert proc.poll() is None, "the run ended before its first checkpoint"
+    os.kill(_worker_pid(proc.pid, rank=1), signum)
+    return proc
 
 
 def _wait_for(condition, timeout: float) -> None:
