@@ -10,8 +10,8 @@ For each NAME=CONFIG:WEIGHTS:
   GMACs       multiply-adds of the conv layers at --size, batch 1 (PaddleSlim's `analysis.flops`,
               which counts conv and fc multiply-adds; resize, BN and activations are left out)
   latency     `segdistill export` at --size (the exported inference model, verified by export
-              itself), then Paddle Inference on the CPU: batch 1, --threads math threads, oneDNN
-              off (the project's default inference kernels), --warmup runs dropped, then the
+              itself), then Paddle Inference on the CPU: batch 1, --threads math threads, plain
+              kernels or --onednn, --warmup runs dropped, then the
               median and the 10th/90th percentiles of --runs timed runs on one fixed input.
 Models are timed interleaved (A, B, C, A, B, C, ...) so a load change on the machine hits all of
 them alike; the load average before and after is printed and recorded. Run it on a quiet machine.
@@ -92,12 +92,14 @@ def export(spec: ModelSpec, size: tuple[int, int], out: Path) -> Path:
     return out
 
 
-def predictor(folder: Path, threads: int) -> Any:
+def predictor(folder: Path, threads: int, onednn: bool) -> Any:
     paddle = import_paddle()
     config = paddle.inference.Config(str(folder / "model.pdmodel"), str(folder / "model.pdiparams"))
     config.disable_gpu()
     config.disable_glog_info()
     config.set_cpu_math_library_num_threads(threads)
+    if onednn:  # Paddle Inference's plain CPU kernels are slow on depthwise convs (MobileNetV2)
+        config.enable_mkldnn()
     return paddle.inference.create_predictor(config)
 
 
@@ -130,9 +132,10 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=10)[int(q * 10) - 1]
 
 
-def markdown(rows: list[Payoff], size: tuple[int, int], threads: int) -> str:
+def markdown(rows: list[Payoff], size: tuple[int, int], threads: int,
+             kernels: str = "plain") -> str:
     lines = [f"| model | parameters | GMACs at {size[0]}×{size[1]} | CPU latency, batch 1, "
-             f"{threads} thread(s): median (p10–p90) |", "|---|---|---|---|"]
+             f"{threads} thread(s), {kernels} kernels: median (p10–p90) |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.name} | {r.parameters / 1e6:.2f} M | {r.gmacs:.2f} | "
                      f"{r.latency_ms_median:.1f} ms ({r.latency_ms_p10:.1f}–{r.latency_ms_p90:.1f}) |")
@@ -146,6 +149,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=100)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="Paddle Inference CPU math threads")
+    p.add_argument("--onednn", action="store_true", help="Paddle Inference with oneDNN kernels")
     p.add_argument("--json", type=Path, help="write the rows and the machine/load here")
     args = p.parse_args(argv)
     args.models = [parse_model(m) for m in args.model]
@@ -160,19 +164,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="segdistill-payoff-") as tmp:
         folders = {m.name: export(m, args.size, Path(tmp) / m.name) for m in args.models}
         load_before = os.getloadavg()
-        predictors = {name: predictor(folder, args.threads) for name, folder in folders.items()}
+        predictors = {name: predictor(folder, args.threads, args.onednn)
+                      for name, folder in folders.items()}
         samples = time_interleaved(predictors, args.size, args.runs, args.warmup)
         load_after = os.getloadavg()
     rows = [Payoff(m.name, str(m.config.relative_to(ROOT)) if m.config.is_relative_to(ROOT)
                    else str(m.config), str(m.weights), *counts[m.name],
                    statistics.median(samples[m.name]), _percentile(samples[m.name], 0.1),
                    _percentile(samples[m.name], 0.9)) for m in args.models]
-    print(markdown(rows, args.size, args.threads))
+    print(markdown(rows, args.size, args.threads, "oneDNN" if args.onednn else "plain"))
     print(f"load average before timing {load_before[0]:.2f}, after {load_after[0]:.2f}; "
           f"{args.runs} runs per model after {args.warmup} warm-up runs")
     if args.json:
         args.json.write_text(json.dumps({
             "machine": machine(), "size": list(args.size), "threads": args.threads,
+            "onednn": args.onednn,
             "runs": args.runs, "warmup": args.warmup, "load_before": load_before,
             "load_after": load_after, "rows": [asdict(r) for r in rows],
             "samples_ms": samples}, indent=1), encoding="utf-8")

@@ -38,3 +38,4 @@ def test_markdown_row(payoff):
     row = payoff.Payoff("student", "configs/camvid.yaml", "w", 480_000, 0.44, 12.3, 11.0, 14.5)
     table = payoff.markdown([row], (480, 360), 1)
     assert "| student | 0.48 M | 0.44 | 12.3 ms (11.0–14.5) |" in table
+    assert "1 thread(s), plain kernels" in table
