@@ -106,13 +106,14 @@ def train_step(configs: Configs, use_teacher: bool) -> StaticStep:
 
 def teacher_inference_step(configs: Configs) -> StaticStep:
     """The teacher alone in inference mode (what the distill step adds), loaded like train does."""
-    from segdistill_cli.engine.graph import load_teacher
+    from segdistill_cli.distill.teacher import load_teacher, use_teacher_kernels
     from segdistill_cli.programs import build_student_train, build_teacher
 
     paddle = import_paddle()
     place = paddle.CPUPlace()
     image_shape = list(build_student_train(configs.student).image.shape)
     teacher = build_teacher(configs.teacher, image_shape)
+    use_teacher_kernels(teacher.main)  # as in training
     exe = paddle.static.Executor(place)
     scope = load_teacher(configs, teacher, exe, place, _quiet)
     strategy = paddle.static.BuildStrategy()

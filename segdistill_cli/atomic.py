@@ -3,7 +3,9 @@
 Files: written to a temporary file in the same folder, flushed and fsync'd, then renamed over the
 target (`os.replace` is atomic within one filesystem). Folders: built elsewhere in the same parent,
 then swapped in by renames, the previous one moved aside first and put back if the swap fails.
-Every writer of results (lists, labels, pictures, JSON, checkpoints, exports, downloads) uses these.
+The writers of results (lists, labels, pictures, JSON, checkpoints, exports, downloads) use these.
+`demo` does not: it writes its configs straight into its own marked scratch folder, which an
+interrupted demo simply writes again.
 """
 from __future__ import annotations
 
@@ -44,6 +46,24 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as fh:
         fh.write(text)
+
+
+@contextlib.contextmanager
+def staged_dir(final: Path, tmp: Optional[Path] = None,
+               aside: Optional[Path] = None) -> Iterator[Path]:
+    """A fresh temporary folder next to `final` (default name: a hidden sibling) to build the new
+    folder in. When the block ends without error it is swapped in as `final` (`replace_dir`,
+    old one set aside as `aside`); on any error it is removed and `final` is left as it was."""
+    tmp = tmp or _temp_name(final, "tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_dir(tmp, final, aside)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def replace_dir(new: Path, final: Path, aside: Optional[Path] = None) -> None:

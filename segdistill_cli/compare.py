@@ -212,9 +212,9 @@ def table_rows(runs: Sequence[RunSummary]) -> list[tuple[str, list[str]]]:
 
 def write_plots(runs: Sequence[RunSummary], out_dir: str | Path) -> list[Path]:
     """val_miou.png and loss_<term>.png (one per `loss/` term any run logged); returns the paths."""
-    from .eval_plots import _pyplot, _save
+    from .eval_plots import pyplot, save_png
 
-    plt = _pyplot()
+    plt = pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -229,7 +229,7 @@ def write_plots(runs: Sequence[RunSummary], out_dir: str | Path) -> list[Path]:
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=8)
-    _save(fig, out / MIOU_PNG)
+    save_png(fig, out / MIOU_PNG)
     plt.close(fig)
     written.append(out / MIOU_PNG)
     terms = sorted({k for r in runs for k in r.curves if k.startswith("loss/")},
@@ -247,7 +247,7 @@ def write_plots(runs: Sequence[RunSummary], out_dir: str | Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         path = out / f"loss_{_file_safe(label)}.png"
-        _save(fig, path)
+        save_png(fig, path)
         plt.close(fig)
         written.append(path)
     return written

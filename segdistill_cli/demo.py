@@ -205,7 +205,8 @@ def _train(configs: Configs, use_teacher: bool, seed: int, log: Log) -> tuple[An
 
 
 def _evaluate(cfg: Any, model_dir: str) -> Any:
-    from .eval_run import EvalOptions, ModelChoice, check_model_dir, evaluate_model
+    from .eval_run import EvalOptions, evaluate_model
+    from .model_choice import ModelChoice, check_model_dir
 
     choice = ModelChoice(cfg, Path(model_dir), "student", origin="demo")
     check_model_dir(choice)
@@ -224,7 +225,7 @@ def _predict(cfg: Any, model_dir: str, out: Path) -> tuple[Optional[Path], int]:
     """Pictures of the distilled student on the first val images (with ground truth)."""
     try:
         from .predict import collect_inputs, run_predict
-        from .eval_run import ModelChoice
+        from .model_choice import ModelChoice
     except ImportError:  # the predict library is optional for the demo's core flow
         return None, 0
     choice = ModelChoice(cfg, Path(model_dir), "student", origin="demo")

@@ -14,7 +14,7 @@ CONFUSION_PNG = "confusion_matrix.png"
 IOU_PNG = "class_iou.png"
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # before pyplot; headless servers have no display
@@ -30,7 +30,7 @@ def row_normalised(matrix: np.ndarray) -> np.ndarray:
     return np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_png(fig: Any, path: Path) -> None:
     """Write via a temporary file and rename: never a half-written PNG."""
     with atomic_open(path) as fh:
         fig.savefig(fh, format="png", dpi=100, bbox_inches="tight")
@@ -43,7 +43,7 @@ LABEL_FONT_PT = 10
 
 def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str) -> Any:
     """The row-normalised confusion matrix as a figure (the caller closes it)."""
-    plt = _pyplot()
+    plt = pyplot()
     norm = row_normalised(matrix)
     n = len(names)
     size = max(6.0, CELL_INCHES * n + 3.0)
@@ -63,17 +63,17 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str) -> An
 
 
 def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: Path, title: str) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig = confusion_figure(matrix, names, title)
     try:
-        _save(fig, path)
+        save_png(fig, path)
     finally:
         plt.close(fig)
     return path
 
 
 def plot_class_iou(iou: Sequence[float], names: Sequence[str], path: Path, title: str) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     n = len(names)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * n + 2.0), 4.5))
     try:
@@ -86,7 +86,7 @@ def plot_class_iou(iou: Sequence[float], names: Sequence[str], path: Path, title
         ax.set_ylabel("IoU")
         ax.set_title(title)
         ax.legend(loc="upper right")
-        _save(fig, path)
+        save_png(fig, path)
     finally:
         plt.close(fig)
     return path

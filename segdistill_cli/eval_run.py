@@ -1,11 +1,6 @@
-"""`segdistill eval` behind the command: which model, pre-flight, launch decision, (sharded) eval.
+"""`segdistill eval` behind the command: pre-flight, launch decision, (sharded) eval, gathering.
 
-Model: the student config with `--model-dir` (default `TEST.TEST_MODEL`), or with `--teacher` the
-teacher config with its weights (default `SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR`); with
-`--teacher` everything (model, crop size, data lists) comes from the teacher config. A folder
-written by `train` (`model.pdparams`), a legacy one-file-per-variable folder (the fetched
-pretrained models) or a `.pdparams` file all load, strictly: every parameter of the eval program,
-with the right shape.
+The model and its weights come from model_choice.py (`choose_model`, `load_model`).
 
 Several GPUs (`--gpus 0,1`) or CPU workers (`--cpu --nproc N`): the command re-runs itself under
 paddle.distributed.launch (the launcher module decides); each worker evaluates a contiguous part
@@ -31,105 +26,17 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from .atomic import atomic_open, write_text_atomic
-from .config import Configs, SegConfig
-from .errors import ConfigError, SegDistillError
-from .launcher import LaunchRequest, RunContext, plan_launch, run_context, run_launch
+from .errors import SegDistillError
+from .launcher import (LaunchKind, LaunchRequest, RunContext, plan_launch, run_context,
+                       run_launch)
+from .model_choice import ModelChoice, check_model_dir, load_model
+from .preflight import data_errors, raise_all
 
 GATHER_DIR_ENV = "SEGDISTILL_EVAL_GATHER_DIR"  # set by the launching process for its workers
 GATHER_TIMEOUT_S = 1800.0  # how long rank 0 waits for the other workers after its own part
 RESULT_FILE = "result.json"
 
 Progress = Callable[[int, int], None]
-
-
-# ---------------------------------------------------------------------------------------------
-# Which model
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """The config that describes the model and the folder/file its weights come from."""
-
-    cfg: SegConfig
-    model_dir: Path
-    role: str  # "teacher" (--teacher), "student" (of a --teacher-cfg pair) or "model" (--cfg alone)
-    origin: str = "--model-dir"  # where model_dir came from (the option or a config key)
-
-    @property
-    def label(self) -> str:
-        return f"{self.role} weights"
-
-    @property
-    def title(self) -> str:
-        """The model as the user gave it: role, config file and weights."""
-        return f"{self.role} {self.cfg.source or '(defaults)'}, weights {self.model_dir}"
-
-    @property
-    def configs(self) -> Configs:
-        """The config to validate as the subject of eval/predict/export."""
-        return Configs(self.cfg, None)
-
-
-def choose_model(configs: Configs, model_dir: Optional[str | os.PathLike] = None,
-                 teacher: bool = False) -> ModelChoice:
-    """The --cfg model (default dir TEST.TEST_MODEL) or, with `teacher`, the teacher config (default
-    dir SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR). The --cfg model is called the student only when
-    a teacher config is given too: `--cfg T.yaml` alone may well be a teacher."""
-    if teacher:
-        if configs.teacher is None:
-            raise ConfigError("--teacher needs --teacher-cfg (the teacher's config)")
-        cfg, key, role = configs.teacher, "SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR", "teacher"
-        default = cfg.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR
-    else:
-        cfg, key = configs.student, "TEST.TEST_MODEL"
-        role = "student" if configs.teacher is not None else "model"
-        default = cfg.TEST.TEST_MODEL
-    if not (model_dir or default):
-        raise ConfigError(f"no model to load: give --model-dir or set {key} in {cfg.source}")
-    if model_dir:
-        return ModelChoice(cfg, Path(model_dir), role)
-    return ModelChoice(cfg, Path(default), role, origin=f"{key} ({cfg.origin(key)})")
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def check_model_dir(choice: ModelChoice, warn: Callable[[str], None] = _warn) -> None:
-    """Fail before any work when the weights cannot fit: missing folder, no weights in it, a
-    checkpoint file that differs from its meta.json (size/sha256), or a parameter missing /
-    mis-shaped (checked from file headers, without Paddle)."""
-    from .engine.checkpoints import verify_weights_path
-    from .models import parameter_manifest
-    from .weights import PDPARAMS_FILE, check_structure
-
-    path = choice.model_dir
-    if not path.exists():
-        raise ConfigError(f"model dir not found: {path} (from {choice.origin}; give a folder "
-                              "written by `segdistill train` or a pretrained model folder)")
-    if path.is_dir() and not (path / PDPARAMS_FILE).is_file() and not any(path.iterdir()):
-        raise ConfigError(f"model dir {path} is empty (expected {PDPARAMS_FILE} or one file "
-                              "per parameter)")
-    if verify_weights_path(path) is False:
-        warn(f"{path}: its meta.json has no checksums (written by an earlier segdistill): "
-             "not verified")
-    report = check_structure(path, parameter_manifest(choice.cfg))
-    if not report.ok:
-        raise ConfigError(f"{choice.label} do not fit the {choice.role} model of "
-                              f"{choice.cfg.source}: {report.describe()}")
-
-
-def load_model(program: Any, choice: ModelChoice, scope: Any, place: Any) -> Any:
-    """Strictly load every parameter of `program` from the chosen weights into `scope`.
-
-    Every persistable of an eval program is a Parameter (BN statistics included), so no startup
-    program needs to run: a strict load sets them all.
-    """
-    from .weights import load_weights
-
-    return load_weights(program, choice.model_dir, scope=scope, place=place, strict=True,
-                        label=choice.label)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,13 +54,6 @@ class EvalOptions:
     cpu: bool = False
     nproc: Optional[int] = None  # with cpu: CPU worker processes
     gather_timeout: float = GATHER_TIMEOUT_S
-
-
-def check_val_data(cfg: SegConfig, mode: str) -> None:
-    """The val list's pre-flight data check (a seeded sample of lines by default)."""
-    from .data.check import preflight_data
-
-    preflight_data(cfg, ["val"], mode)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,25 +85,30 @@ def run_eval(choice: ModelChoice, options: EvalOptions, argv: Sequence[str],
     env = dict(os.environ if env is None else env)
     plan = plan_launch(LaunchRequest(gpus=options.gpus, cpu=options.cpu, nproc=options.nproc),
                        argv, env=env)
-    ctx = None if plan.kind == "launch" else run_context(plan, env)
+    ctx = None if plan.kind == LaunchKind.LAUNCH else run_context(plan, env)
     if ctx is None or ctx.is_main:  # workers > 0 trust rank 0's (identical) checks
-        check_val_data(choice.cfg, options.check_data)
+        raise_all(data_errors(choice.cfg, ["val"], options.check_data))
         check_model_dir(choice)
-    if ctx is None:
+    if ctx is None:  # the launching process: start the workers, read their result
         return launch_and_collect(plan, options, env)
-    result = evaluate_model(choice, options, ctx, progress if not ctx.distributed else None)
-    if not ctx.distributed:
-        return result
+    if not ctx.distributed:  # one process: evaluate here
+        return evaluate_model(choice, options, ctx, progress)
+    run_worker(choice, options, ctx, env)
+    return None
+
+
+def run_worker(choice: ModelChoice, options: EvalOptions, ctx: RunContext, env: dict) -> None:
+    """One worker of a launch: evaluate its part and write it; rank 0 then gathers every part
+    and writes the result the launching process reads."""
     gather_dir = env.get(GATHER_DIR_ENV)
     if not gather_dir:
         raise SegDistillError(f"multi-worker eval needs {GATHER_DIR_ENV} (start it with "
                               "`segdistill eval --gpus ...`, not paddle.distributed.launch)")
+    result = evaluate_model(choice, options, ctx)
     write_shard(gather_dir, ctx.rank, result)
-    if not ctx.is_main:
-        return None
-    total = gather_shards(gather_dir, ctx.nranks, result, timeout=options.gather_timeout)
-    write_result(Path(gather_dir) / RESULT_FILE, total)
-    return None
+    if ctx.is_main:
+        total = gather_shards(gather_dir, ctx.nranks, result, timeout=options.gather_timeout)
+        write_result(Path(gather_dir) / RESULT_FILE, total)
 
 
 def launch_and_collect(plan: Any, options: EvalOptions, env: dict) -> Any:
@@ -290,9 +195,5 @@ def write_result(path: Path, result: Any, model_dir: Optional[str] = None) -> No
 
 def read_result(path: Path) -> Any:
     from .engine.evaluator import EvalResult
-    from .engine.metrics import ConfusionMatrix
 
-    data = json.loads(path.read_text())
-    matrix = ConfusionMatrix.from_matrix(np.asarray(data["confusion_matrix"], dtype=np.int64))
-    return EvalResult(matrix, int(data["num_images"]), float(data["seconds"]), bool(data["flip"]),
-                      tuple(data["scales"]), list(data["class_names"]), int(data["shards"]))
+    return EvalResult.from_json(json.loads(path.read_text()))

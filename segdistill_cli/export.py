@@ -14,7 +14,6 @@ label maps must be identical and probabilities allclose. Only then is it renamed
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .atomic import replace_dir
+from .atomic import staged_dir
 from .errors import ConfigError, SegDistillError
 from .palettes import class_names
 
@@ -116,7 +115,7 @@ def _is_previous_export(path: Path) -> bool:
 def export_model(choice: Any, out_dir: str | os.PathLike, place: Any = None,
                  verify_images: int = VERIFY_IMAGES) -> ExportSummary:
     """Export the chosen model's eval program with its weights; verify; install at `out_dir`."""
-    from .eval_run import check_model_dir, load_model
+    from .model_choice import check_model_dir, load_model
     from .paddle_env import import_paddle
 
     paddle = import_paddle()
@@ -132,10 +131,7 @@ def export_model(choice: Any, out_dir: str | os.PathLike, place: Any = None,
     load_model(built.main, choice, scope, place)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staged_dir(out, out.with_name(f".{out.name}.tmp-{os.getpid()}")) as tmp:
         with paddle.static.scope_guard(scope):  # save_inference_model reads the global scope
             paddle.static.save_inference_model(str(tmp / MODEL_PREFIX), [built.image],
                                                [label_map, probs], exe, program=built.main)
@@ -146,10 +142,6 @@ def export_model(choice: Any, out_dir: str | os.PathLike, place: Any = None,
                            scope=scope)
         got = run_exported(tmp, images, place)
         max_diff = verify_same(expected, got)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     files = sorted(p for p in out.iterdir() if p.is_file())
     return ExportSummary(out, files, described, max_diff)
 

@@ -1,7 +1,7 @@
 """Variable listing, shape diff and distillation-pair suggestions for a student/teacher pair.
 
-Names are shown as they will be *after* `paddleslim.dist.merge(..., name_prefix='teacher_')`: every
-teacher variable except the shared data feeds gets the `teacher_` prefix (legacy-paddleseg.md §1.6).
+Teacher names are shown as they will be *after* the merge (`distill/teacher.merged_name`: every
+teacher variable except the shared image feed gets the `teacher_` prefix).
 Only 4-D floating-point activations (NCHW feature maps) take part in the diff and the suggestions;
 BN batch statistics, dropout masks and parameters are never distillation targets.
 """
@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
+from .distill.teacher import TEACHER_PREFIX, merged_name
 from .errors import ConfigError
 
-TEACHER_PREFIX = "teacher_"
-DATA_FEEDS = ("image", "label", "mask")  # merge's data_name_map: kept unprefixed
+DATA_FEEDS = ("image", "label", "mask")  # the programs' inputs: never distillation targets
 LOGIT_ALIASES = ("logits", "logits_lowres")
 # The tutorial's pair weight; feature pairs start at 1.0 (tune with the loss magnitudes you see).
 LOGITS_WEIGHT = 0.1
@@ -110,7 +110,7 @@ def describe_program(program: Any, aliases: dict[str, str], prefix: str = "") ->
     for var in program.list_vars():
         if var.name in ("feed", "fetch"):
             continue
-        renamed = var.name if (not prefix or var.name in DATA_FEEDS) else prefix + var.name
+        renamed = merged_name(var.name, prefix=prefix) if prefix else var.name
         position = order.setdefault(var.name, len(order))  # unused variables go last
         infos.append(VarInfo(renamed, var.name, tuple(int(d) for d in var.shape),
                              convert_dtype(var.dtype), producers.get(var.name),

@@ -32,9 +32,11 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from .distill.teacher import TEACHER_PREFIX
 from .errors import ConfigError, SegDistillError
 
 WORKER_ENV = "SEGDISTILL_WORKER"
@@ -79,11 +81,19 @@ class LaunchRequest:
         return self.cpu and self.nproc is not None and (self.nproc > 1 or self.multi_node)
 
 
+class LaunchKind(str, Enum):
+    """What this process does with a command (a str: compares equal to its value)."""
+
+    SINGLE = "single"  # run it here, on `device`
+    LAUNCH = "launch"  # re-run it under paddle.distributed.launch (`command`)
+    WORKER = "worker"  # run it here as one worker of a launch
+
+
 @dataclass(frozen=True)
 class LaunchPlan:
-    """`kind`: "single" (run here on `device`), "launch" (run `command`), or "worker"."""
+    """`kind`: LaunchKind.SINGLE (run here on `device`), LAUNCH (run `command`), or WORKER."""
 
-    kind: str
+    kind: LaunchKind
     device: str = "cpu"                      # "cpu" or "gpu:N" for single / worker
     command: Tuple[str, ...] = field(default=())
     worker_env: Tuple[Tuple[str, str], ...] = ()  # added to the launcher's environment
@@ -183,7 +193,7 @@ def plan_launch(request: LaunchRequest, argv: Sequence[str], *,
     env = os.environ if env is None else env
     if in_worker(env):
         cuda_compiled, _ = _cuda_facts(cuda_compiled, gpu_count if gpu_count is not None else 0)
-        return LaunchPlan("worker", device=worker_device(env, cuda_compiled))
+        return LaunchPlan(LaunchKind.WORKER, device=worker_device(env, cuda_compiled))
     gpus = parse_gpus(request.gpus)
     if request.cpu and gpus is not None:
         raise ConfigError("--cpu and --gpus exclude each other")
@@ -197,14 +207,16 @@ def plan_launch(request: LaunchRequest, argv: Sequence[str], *,
     if request.cpu_workers:
         return _cpu_launch_plan(request, argv, cuda_compiled, env, python)
     if request.cpu:
-        return LaunchPlan("single", device="cpu")
+        return LaunchPlan(LaunchKind.SINGLE, device="cpu")
     cuda_compiled, gpu_count = _cuda_facts(cuda_compiled, gpu_count)
     if gpus is None:
-        return LaunchPlan("single", device="gpu:0" if cuda_compiled and gpu_count > 0 else "cpu")
+        return LaunchPlan(LaunchKind.SINGLE,
+                          device="gpu:0" if cuda_compiled and gpu_count > 0 else "cpu")
     _check_gpus(gpus, cuda_compiled, gpu_count)
     if len(gpus) == 1 and not request.multi_node:
-        return LaunchPlan("single", device=f"gpu:{gpus[0]}")
-    return LaunchPlan("launch", command=tuple(launch_command(request, gpus, argv, python=python)),
+        return LaunchPlan(LaunchKind.SINGLE, device=f"gpu:{gpus[0]}")
+    return LaunchPlan(LaunchKind.LAUNCH,
+                      command=tuple(launch_command(request, gpus, argv, python=python)),
                       log_dir=request.log_dir or "log")
 
 
@@ -217,7 +229,8 @@ def _cpu_launch_plan(request: LaunchRequest, argv: Sequence[str], cuda_compiled:
                               "Paddle only (this one has CUDA: use --gpus 0,1)")
     threads = str(max(1, available_cores() // int(request.nproc)))
     worker_env = tuple((name, threads) for name in CPU_THREAD_ENV if name not in env)
-    return LaunchPlan("launch", command=tuple(launch_command(request, None, argv, python=python)),
+    return LaunchPlan(LaunchKind.LAUNCH,
+                      command=tuple(launch_command(request, None, argv, python=python)),
                       worker_env=worker_env, log_dir=request.log_dir or "log")
 
 
@@ -300,10 +313,10 @@ def worker_context(env: Optional[Mapping[str, str]] = None, device: str = "cpu")
 
 
 def run_context(plan: LaunchPlan, env: Optional[Mapping[str, str]] = None) -> RunContext:
-    """The RunContext of this process for a "single" or "worker" plan."""
-    if plan.kind == "launch":
+    """The RunContext of this process for a SINGLE or WORKER plan."""
+    if plan.kind == LaunchKind.LAUNCH:
         raise ValueError("a 'launch' plan runs workers; it has no run context of its own")
-    if plan.kind == "worker":
+    if plan.kind == LaunchKind.WORKER:
         return worker_context(env, plan.device)
     return RunContext(rank=0, nranks=1, device=plan.device)
 
@@ -519,7 +532,8 @@ class DataParallelOptimizer:
 
 
 def distributed_optimizer(optimizer: Any, ctx: RunContext, sync_batch_norm: bool = False,
-                          teacher_prefix: str = "teacher_", log_dir: Optional[Path] = None) -> Any:
+                          teacher_prefix: str = TEACHER_PREFIX,
+                          log_dir: Optional[Path] = None) -> Any:
     """The optimizer to call `.minimize(loss)` on: `optimizer` itself for one process, else the
     fleet collective wrapper (gradients all-reduced and averaged, parameters broadcast from rank
     0 at start), plus SyncBN per TRAIN.SYNC_BATCH_NORM — which legacy also applied only with more

@@ -1,8 +1,8 @@
 """The one place that imports Paddle.
 
 Paddle 2.6.2's libpaddle exports zlib symbols; if the interpreter's zlib is a shared module that is
-first loaded *after* Paddle, later gzip/zlib use segfaults (reference/paddle-compat.md §1). So zlib is
-imported first, always, and every module gets Paddle from here.
+first loaded *after* Paddle, later gzip/zlib use segfaults (docs/design.md, Legacy facts). So zlib
+is imported first, always, and every module gets Paddle from here.
 """
 from __future__ import annotations
 

@@ -206,7 +206,7 @@ def run_predict(choice: Any, inputs: Sequence[PredictInput], out_dir: str | os.P
                 progress: Optional[Callable[[int, int], None]] = None) -> PredictSummary:
     """Predict every input with the chosen model and write the two pictures per image."""
     from .engine.evaluator import Predictor
-    from .eval_run import load_model
+    from .model_choice import load_model
     from .paddle_env import import_paddle
 
     paddle = import_paddle()

@@ -9,7 +9,6 @@ inside `built.guard()` (same generator), otherwise two ops can write the same te
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
@@ -51,29 +50,6 @@ class BuiltProgram:
         return block.var(name)
 
 
-# Op types that may run on oneDNN in the teacher program (inference only, inside training, where
-# speed matters most). Measured on the CamVid teacher: CPU forward ~1.5x faster, logits equal to
-# within 3e-8 (soft targets, not argmax decisions). Not the resize: oneDNN's resize
-# ignores align_corners (logits 1.6 % off). Not training programs: Paddle 2.6's oneDNN training
-# fails ("could not create a primitive descriptor for a reorder primitive"). On a GPU place the
-# attribute is ignored. SEGDISTILL_ONEDNN=0 turns it off.
-ONEDNN_INFERENCE_OPS = frozenset({"conv2d", "depthwise_conv2d", "batch_norm", "relu", "relu6"})
-
-
-def use_onednn_for_inference(program: Any, first_op: int = 0) -> int:
-    """Mark the program's ONEDNN_INFERENCE_OPS (from op index `first_op` on) to use oneDNN kernels;
-    return how many."""
-    paddle = import_paddle()
-    if os.environ.get("SEGDISTILL_ONEDNN", "1") == "0" or not paddle.base.core.is_compiled_with_mkldnn():
-        return 0
-    count = 0
-    for op in program.global_block().ops[first_op:]:
-        if op.type in ONEDNN_INFERENCE_OPS and op.has_attr("use_mkldnn"):
-            op._set_attr("use_mkldnn", True)
-            count += 1
-    return count
-
-
 def crop_hw(cfg: Any, key: str) -> tuple[int, int]:
     """(H, W) from a (W, H) crop-size key such as TRAIN_CROP_SIZE."""
     crop = tuple(cfg[key])
@@ -108,8 +84,7 @@ def build_student_train(cfg: Any) -> BuiltProgram:
 
 def build_eval(cfg: Any) -> BuiltProgram:
     """Evaluation program: input from EVAL_CROP_SIZE, BN moving stats, dropout in inference mode.
-    Plain kernels (no oneDNN): eval, predict and export must agree pixel for pixel, and oneDNN's
-    different rounding flips the argmax of rare near-ties."""
+    Plain kernels (no oneDNN; distill/teacher.py says why)."""
     return _build(cfg, feed_shape(cfg, "EVAL_CROP_SIZE"), is_test=True, role="eval")
 
 
@@ -126,8 +101,7 @@ def build_teacher(cfg: Any, image_shape: Optional[Sequence[int]] = None) -> Buil
         raise ConfigError(f"DATASET.DATA_DIM: teacher expects {cfg.DATASET.DATA_DIM} channels, the "
                           f"student feeds {shape[1]}")
     built = _build(cfg, shape, is_test=False, role="teacher")
-    test_main = built.main.clone(for_test=True)
-    use_onednn_for_inference(test_main)
+    test_main = built.main.clone(for_test=True)  # kernels: distill/teacher.py, once merged
     block = test_main.global_block()
     return BuiltProgram(test_main, built.startup, block.var(IMAGE_FEED),
                         block.var(built.logits.name), built.aliases, built.name_generator,

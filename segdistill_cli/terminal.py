@@ -7,7 +7,8 @@ added with rich `Text` styles, never with markup.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import contextlib
+from typing import Any, Callable, Iterator, Optional
 
 from rich.console import Console
 
@@ -33,3 +34,16 @@ def progress_bar(*columns: Any, console: Optional[Console] = None, **kwargs: Any
         columns = (text_column("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn())
     return Progress(*columns, console=console or plain_console(stderr=True), **kwargs)
+
+
+@contextlib.contextmanager
+def progress_callback(console: Console, label: str, total: Optional[int] = None
+                      ) -> Iterator[Optional[Callable[[int, int], None]]]:
+    """A transient bar on `console` while the block runs, when it is a terminal: yields the
+    `progress(done, total)` callback the library functions take (None off a terminal)."""
+    if not console.is_terminal:
+        yield None
+        return
+    with progress_bar(console=console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done, total: bar.update(task, completed=done, total=total)

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CAMVID = ROOT.parent / "shared" / "data" / "camvid"
-needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"CamVid not found at {CAMVID}")
+from conftest import CAMVID, ROOT, needs_camvid  # noqa: F401 (re-exported)
+
 SIZE = (120, 90)  # (W, H): EVAL_CROP_SIZE and FIX_RESIZE_SIZE of the test config
 NUM_VAL = 5  # odd, so a 2-way shard is uneven
 

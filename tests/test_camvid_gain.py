@@ -11,7 +11,8 @@ import pytest
 
 from segdistill_cli.config import load_config, parse_override
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
+
 
 
 @pytest.fixture(scope="module")

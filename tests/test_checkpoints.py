@@ -18,11 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from segdistill_cli import atomic
 from segdistill_cli.config import load_config
 from segdistill_cli.engine import checkpoints as ck
 from segdistill_cli.engine.solver import build_optimizer
 from segdistill_cli.errors import SegDistillError
 from segdistill_cli.paddle_env import import_paddle
+
+from conftest import CAMVID_TEACHER
 
 paddle = import_paddle()
 PLACE = paddle.CPUPlace()
@@ -305,7 +308,7 @@ def test_checkpoint_without_checksums_still_loads_unverified(tmp_path, exe):
 
 
 def test_shared_teacher_checkpoint_from_an_earlier_version_is_unverified_not_rejected():
-    folder = Path(__file__).resolve().parents[2] / "shared" / "models" / "camvid-teacher"
+    folder = CAMVID_TEACHER
     if not folder.is_dir():
         pytest.skip(f"{folder} not present")
     assert "files" not in json.loads((folder / "meta.json").read_text())
@@ -388,7 +391,7 @@ def _inject(monkeypatch, where: str) -> None:
         def replace(*args, **kwargs):
             raise full
 
-        monkeypatch.setattr(ck, "replace_dir", replace)
+        monkeypatch.setattr(atomic, "replace_dir", replace)  # the swap inside atomic.staged_dir
 
 
 def _snapshot(folder: Path) -> dict:

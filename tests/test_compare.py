@@ -13,7 +13,8 @@ from PIL import Image
 from segdistill_cli.cli import main
 from segdistill_cli.compare import summarize, summarize_all, table_rows
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 TEACHER_RUN = ROOT.parent / "shared" / "models" / "camvid-teacher"
 needs_teacher_run = pytest.mark.skipif(not TEACHER_RUN.is_dir(), reason=f"{TEACHER_RUN} not found")
 

@@ -15,7 +15,8 @@ from segdistill_cli.config import (DEFAULT_DISTILL, default_config, load_config,
 from segdistill_cli.config.view import used_values
 from segdistill_cli.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 STUDENT = ROOT / "configs" / "cityscape.yaml"
 TEACHER = ROOT / "configs" / "cityscape_teacher.yaml"
 

@@ -15,7 +15,8 @@ import yaml
 from segdistill_cli.cli import main
 from segdistill_cli.config.schema import _PAIR_KEYS, _default
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 SOURCES = ["cityscape.yaml", "cityscape_teacher.yaml", "camvid.yaml", "camvid_teacher.yaml"]
 MUTATIONS_PER_KIND = 10  # x 4 sources x 8 kinds = 320 mutations
 SEED = 20261201

@@ -11,7 +11,8 @@ import pytest
 from segdistill_cli.cli import main
 from segdistill_cli.config import load_configs, validate
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 CAMVID = ROOT / "configs" / "camvid.yaml"
 CAMVID_TEACHER = ROOT / "configs" / "camvid_teacher.yaml"
 TEACHER_DIR = "SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR"

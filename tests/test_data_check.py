@@ -12,8 +12,8 @@ from segdistill_cli.config import load_config
 from segdistill_cli.data import check_data, require_valid_data, write_synthetic_dataset
 from segdistill_cli.errors import SegDistillError
 
-ROOT = Path(__file__).resolve().parents[1]
-CAMVID = ROOT.parent / "shared" / "data" / "camvid"
+from conftest import CAMVID, ROOT
+
 
 
 def _sets(root: Path, train: str = "train.list") -> list[str]:

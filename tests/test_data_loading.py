@@ -10,9 +10,8 @@ from segdistill_cli.config import load_config
 from segdistill_cli.data import BatchLoader, SegDataset, batches, write_synthetic_dataset
 from segdistill_cli.errors import SegDistillError
 
-ROOT = Path(__file__).resolve().parents[1]
-CAMVID = ROOT.parent / "shared" / "data" / "camvid"
-needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"CamVid not found at {CAMVID}")
+from conftest import CAMVID, ROOT, needs_camvid
+
 
 
 def camvid_cfg(*sets: str):

@@ -13,6 +13,8 @@ from segdistill_cli.cli import main
 from segdistill_cli.demo import MARKER, SIZES, prepare_out_dir, write_configs
 from segdistill_cli.errors import SegDistillError
 
+from conftest import ROOT
+
 
 def test_demo_end_to_end_tiny(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the demo must not need the repository's configs/ folder
@@ -88,7 +90,7 @@ def test_repository_demo_configs_are_what_the_demo_writes(tmp_path, monkeypatch)
 
     monkeypatch.chdir(tmp_path)
     written = write_configs(_Path("segdistill_demo"), SIZES["default"])
-    root = _Path(__file__).resolve().parents[1] / "configs"
+    root = ROOT / "configs"
 
     def body(path):
         return "".join(line for line in path.read_text().splitlines(True) if not line.startswith("#"))

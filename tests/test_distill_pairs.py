@@ -20,7 +20,7 @@ from paddle.base import unique_name  # noqa: E402
 
 from segdistill_cli.distill.adapters import is_adapter_param  # noqa: E402
 from segdistill_cli.distill.build import add_distill_losses  # noqa: E402
-from segdistill_cli.distill.merge import (  # noqa: E402
+from segdistill_cli.distill.teacher import (  # noqa: E402
     check_teacher_frozen, merge_teacher, scope_values, teacher_persistables)
 from segdistill_cli.distill.pairs import resolve_pairs  # noqa: E402
 
@@ -344,8 +344,9 @@ def test_check_teacher_frozen_catches_a_trainable_teacher_variable():
 
 
 def test_losses_under_a_different_name_generator_are_refused_before_they_corrupt_training(nets):
-    """compat §3: a second generator restarts the counters, so an adapter conv would write the
-    student's `conv2d_0.tmp_0`. The trainer-style flow above (one generator) runs."""
+    """A second name generator restarts the counters (docs/design.md, Legacy facts: Name
+    generators), so an adapter conv would write the student's `conv2d_0.tmp_0`. The trainer-style
+    flow above (one generator) runs."""
     _, student, teacher = nets
     pairs = resolve([l2("backbone.out", "backbone.out", ADAPTER="conv1x1")], student, teacher)
     teacher_scope = paddle.static.Scope()

@@ -32,7 +32,7 @@ def setup(tmp_path_factory):
 
 
 def _choice(cfg, model_dir):
-    from segdistill_cli.eval_run import ModelChoice
+    from segdistill_cli.model_choice import ModelChoice
 
     return ModelChoice(cfg, Path(model_dir), "student")
 
@@ -109,7 +109,7 @@ def test_flip_tta_is_the_mirror_average(setup, plain, tmp_path):
     from segdistill_cli.engine.evaluator import Predictor
     from segdistill_cli.paddle_env import import_paddle
     from segdistill_cli.data.dataset import SegDataset
-    from segdistill_cli.eval_run import load_model
+    from segdistill_cli.model_choice import load_model
 
     cfg, checkpoint, _, _ = setup
     paddle = import_paddle()
@@ -160,24 +160,6 @@ def test_sharded_eval_sums_to_the_full_eval(setup, plain, tmp_path):
     assert total.matrix.mean_iou() == pytest.approx(plain.matrix.mean_iou())
 
 
-def test_launch_decision_for_eval():
-    from segdistill_cli.launcher import LaunchRequest, plan_launch, run_context
-
-    argv = ["eval", "--cfg", "s.yaml", "--gpus", "0,1", "--json", "-"]
-    plan = plan_launch(LaunchRequest(gpus="0,1"), argv, cuda_compiled=True, gpu_count=2, env={})
-    assert plan.kind == "launch"
-    cmd = list(plan.command)
-    assert cmd[cmd.index("--devices") + 1] == "0,1"
-    assert cmd[-7:] == ["-m", "segdistill_cli", "eval", "--cfg", "s.yaml", "--json", "-"]
-    assert "--gpus" not in cmd
-    single = plan_launch(LaunchRequest(), argv, cuda_compiled=False, gpu_count=0, env={})
-    assert single.kind == "single" and run_context(single).shard == (0, 1)
-    env = {"PADDLE_TRAINER_ID": "1", "PADDLE_TRAINERS_NUM": "2"}
-    worker = plan_launch(LaunchRequest(gpus="0,1"), argv, cuda_compiled=False, gpu_count=0,
-                         env=env)
-    assert worker.kind == "worker" and run_context(worker, env).shard == (1, 2)
-
-
 def test_bad_model_dir_is_one_clear_error(setup, tmp_path, capsys):
     from segdistill_cli.cli import main
 
@@ -192,7 +174,7 @@ def test_bad_model_dir_is_one_clear_error(setup, tmp_path, capsys):
 def test_missing_parameter_is_named(setup, tmp_path, capsys):
     from segdistill_cli.cli import main
     from segdistill_cli.errors import SegDistillError
-    from segdistill_cli.eval_run import check_model_dir
+    from segdistill_cli.model_choice import check_model_dir
     from segdistill_cli.weights import read_pdparams, write_legacy_dir
 
     cfg, checkpoint, data_dir, val_list = setup
@@ -206,7 +188,7 @@ def test_missing_parameter_is_named(setup, tmp_path, capsys):
     assert "conv1_1_bn_mean" in err and "logit/biases" in err and str(broken) in err
     # The strict load itself (not only the header pre-check) names it too.
     from segdistill_cli.engine.evaluator import Predictor
-    from segdistill_cli.eval_run import load_model
+    from segdistill_cli.model_choice import load_model
     from segdistill_cli.paddle_env import import_paddle
 
     paddle = import_paddle()

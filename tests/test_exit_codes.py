@@ -10,7 +10,8 @@ import pytest
 
 from segdistill_cli.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 STUDENT = str(ROOT / "configs" / "demo.yaml")
 TEACHER = str(ROOT / "configs" / "demo_teacher.yaml")
 CAMVID_CFG = str(ROOT / "configs" / "camvid.yaml")  # its lists point at ../shared/data/camvid

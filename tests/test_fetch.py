@@ -21,8 +21,8 @@ from segdistill_cli.errors import SegDistillError
 from segdistill_cli.fetch import REGISTRY, fetch_models, install_archive, model_manifest
 from segdistill_cli.models import parameter_manifest
 from segdistill_cli.weights import make_legacy_tarball, read_tensor
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 STUDENT = "mobilenet_cityscapes"
 TEACHER = "xception65_bn_cityscapes"
 TGZ = f"/{STUDENT}.tgz"  # server path of the student archive (mirror layout)

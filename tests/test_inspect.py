@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -10,7 +9,8 @@ from segdistill_cli.cli import main
 from segdistill_cli.errors import ConfigError
 from segdistill_cli.inspect import VarInfo, filter_vars, suggest_pairs
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 STUDENT = str(ROOT / "configs" / "cityscape.yaml")
 TEACHER = str(ROOT / "configs" / "cityscape_teacher.yaml")
 

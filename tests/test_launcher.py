@@ -125,6 +125,23 @@ def test_launch_logs_per_node_and_the_seed_workers_share(tmp_path):
         L.shared_random_seed({L.SEED_ENV: "1234"}) != 1234  # outside a worker: drawn afresh
 
 
+def test_launch_decision_for_eval():
+    argv = ["eval", "--cfg", "s.yaml", "--gpus", "0,1", "--json", "-"]
+    plan = L.plan_launch(L.LaunchRequest(gpus="0,1"), argv, cuda_compiled=True, gpu_count=2,
+                         env={})
+    assert plan.kind == "launch"
+    cmd = list(plan.command)
+    assert cmd[cmd.index("--devices") + 1] == "0,1"
+    assert cmd[-7:] == ["-m", "segdistill_cli", "eval", "--cfg", "s.yaml", "--json", "-"]
+    assert "--gpus" not in cmd
+    single = L.plan_launch(L.LaunchRequest(), argv, cuda_compiled=False, gpu_count=0, env={})
+    assert single.kind == "single" and L.run_context(single).shard == (0, 1)
+    env = {"PADDLE_TRAINER_ID": "1", "PADDLE_TRAINERS_NUM": "2"}
+    worker = L.plan_launch(L.LaunchRequest(gpus="0,1"), argv, cuda_compiled=False, gpu_count=0,
+                           env=env)
+    assert worker.kind == "worker" and L.run_context(worker, env).shard == (1, 2)
+
+
 # ---- inside a worker --------------------------------------------------------------------------
 
 WORKER_ENV = {"PADDLE_TRAINER_ID": "1", "PADDLE_TRAINERS_NUM": "2", "FLAGS_selected_gpus": "1",
@@ -332,3 +349,10 @@ def test_ctrl_c_waits_for_the_launcher_and_is_a_keyboard_interrupt(tmp_path, mon
         L.run_launch(launch)
     assert started[0].returncode == 2  # the launcher's own exit code, not returned
     assert "stopped by SIGTERM after step 7" in (tmp_path / "log" / "workerlog.0").read_text()
+
+
+def test_the_plan_kind_is_an_enum_that_reads_as_its_string():
+    p = plan(cuda=False, count=0)
+    assert p.kind is L.LaunchKind.SINGLE and p.kind == "single"
+    assert json.loads(json.dumps({"kind": p.kind})) == {"kind": "single"}  # workers report it
+    assert plan(gpus="0,1").kind is L.LaunchKind.LAUNCH

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import sys
-from pathlib import Path
 
 import pytest
 
 from segdistill_cli.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 TRICKY = ["cfgs/a[/b].yaml", "cfgs/run[red]x.yaml", "cfgs/[bold]b[/bold].yaml", "c:x:fgs/:smile:.yaml"]
 
 

@@ -1,7 +1,6 @@
 """Legacy-faithful DeepLabv3+ models: parameter names/shapes, aliases, tutorial pair, numerics."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,8 @@ from segdistill_cli.models import parameter_manifest
 from segdistill_cli.paddle_env import import_paddle
 from segdistill_cli.programs import build_eval, build_student_train, build_teacher
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 STUDENT = ROOT / "configs" / "cityscape.yaml"
 TEACHER = ROOT / "configs" / "cityscape_teacher.yaml"
 SMALL = ["TRAIN_CROP_SIZE=(65, 65)", "EVAL_CROP_SIZE=(65, 65)", "DATASET.NUM_CLASSES=3"]
@@ -261,9 +261,10 @@ def test_eval_program_is_in_inference_mode():
 
 
 def test_onednn_inference_programs_match_plain_kernels(monkeypatch):
-    """The teacher program runs conv/BN/ReLU on oneDNN: same logits as Paddle's own kernels."""
+    """The teacher's kernel choice runs conv/BN/ReLU on oneDNN: same logits as Paddle's own."""
     import numpy as np
 
+    from segdistill_cli.distill.teacher import use_teacher_kernels
     from segdistill_cli.paddle_env import import_paddle
     from segdistill_cli.programs import build_teacher
 
@@ -276,6 +277,7 @@ def test_onednn_inference_programs_match_plain_kernels(monkeypatch):
         monkeypatch.setenv("SEGDISTILL_ONEDNN", flag)
         paddle.seed(5)
         teacher = build_teacher(cfg)
+        use_teacher_kernels(teacher.main)
         marked = [op for op in teacher.main.global_block().ops
                   if op.has_attr("use_mkldnn") and op.attr("use_mkldnn")]
         assert bool(marked) == (flag == "1" and paddle.base.core.is_compiled_with_mkldnn())

@@ -2,7 +2,6 @@
 the overlay of real CamVid predictions is checked in test_predict_export.py)."""
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,7 +11,8 @@ from segdistill_cli.eval_plots import CELL_FONT_PT, confusion_figure, write_plot
 from segdistill_cli.overlay import BACKGROUND, GAP, MIN_PANEL_HEIGHT, draw_overlay
 from segdistill_cli.palettes import CITYSCAPES_CLASSES, palette
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 
 
 def _maps(height: int, width: int, classes: int, seed: int = 0):
@@ -77,7 +77,7 @@ def test_eval_plot_title_names_the_model_the_list_and_the_images(tmp_path):
     from segdistill_cli.commands.eval_cmd import plot_title
     from segdistill_cli.config import load_configs
     from segdistill_cli.engine.metrics import ConfusionMatrix
-    from segdistill_cli.eval_run import choose_model
+    from segdistill_cli.model_choice import choose_model
 
     teacher_cfg = ROOT / "configs" / "camvid_teacher.yaml"
     choice = choose_model(load_configs(teacher_cfg), "weights/best_model")

@@ -22,7 +22,7 @@ def setup(tmp_path_factory):
 
 
 def _choice(cfg, model_dir):
-    from segdistill_cli.eval_run import ModelChoice
+    from segdistill_cli.model_choice import ModelChoice
 
     return ModelChoice(cfg, Path(model_dir), "student")
 
@@ -80,7 +80,7 @@ def test_predict_writes_palette_pngs_at_original_size(setup, tmp_path):
     from segdistill_cli.data.dataset import read_label
     from segdistill_cli.data.transforms import AugParams, normalize, resize
     from segdistill_cli.engine.evaluator import Predictor
-    from segdistill_cli.eval_run import load_model
+    from segdistill_cli.model_choice import load_model
     from segdistill_cli.paddle_env import import_paddle
     from segdistill_cli.palettes import CAMVID_PALETTE
     from segdistill_cli.predict import collect_inputs, run_predict
@@ -184,7 +184,7 @@ def test_export_round_trip(setup, tmp_path):
     from segdistill_cli.data.dataset import SegDataset
     from segdistill_cli.engine.evaluator import Predictor
     from segdistill_cli.errors import SegDistillError
-    from segdistill_cli.eval_run import load_model
+    from segdistill_cli.model_choice import load_model
     from segdistill_cli.export import export_model, run_exported, verify_same
     from segdistill_cli.paddle_env import import_paddle
 

@@ -24,10 +24,10 @@ from segdistill_cli.engine.preemption import EXIT_CODE
 from segdistill_cli.engine.trainer import Trainer, TrainOptions
 from segdistill_cli.launcher import RunContext
 from segdistill_cli.weights import read_pdparams
-from test_train import (CAMVID, ROOT, STUDENT_CFG, TEACHER_CFG, TINY, TINY_TEACHER,  # noqa: F401
-                        teacher_dir, teacher_overrides)
+from conftest import CAMVID, ROOT, STUDENT_CFG, TEACHER_CFG, TINY, TINY_TEACHER, needs_camvid
+from _train_fixtures import teacher_overrides
 
-pytestmark = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"real CamVid data not found at {CAMVID}")
+pytestmark = needs_camvid
 
 STEPS_PER_EPOCH = 6  # 12 images, batch 2
 
@@ -273,7 +273,7 @@ def test_eval_on_a_checkpoint_without_checksums_warns_not_verified(lists, straig
     del meta["files"]
     (folder / "meta.json").write_text(json.dumps(meta))
     from segdistill_cli.config import load_config
-    from segdistill_cli.eval_run import ModelChoice, check_model_dir
+    from segdistill_cli.model_choice import ModelChoice, check_model_dir
 
     cfg = load_config(STUDENT_CFG, student_sets(lists, tmp_path))
     warnings: list[str] = []

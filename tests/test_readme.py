@@ -1,7 +1,5 @@
 """The README's set-up commands stay true: CI runs the README's test command verbatim."""
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 
 def _indented_commands(text: str) -> list[str]:

@@ -15,10 +15,10 @@ import pytest
 
 from segdistill_cli.cli import main
 from segdistill_cli.engine import checkpoints
-from test_train import (CAMVID, _wait_for, cli_args, lists,  # noqa: F401 (fixtures)
-                        teacher_dir)
+from conftest import ROOT, needs_camvid
+from _train_fixtures import cli_args, wait_for
 
-pytestmark = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"real CamVid data not found at {CAMVID}")
+pytestmark = needs_camvid
 
 
 def tree_hashes(folder: Path) -> dict[str, str]:
@@ -145,15 +145,13 @@ def test_ctrl_c_prints_one_line_with_the_resume_command(lists, teacher_dir, tmp_
     import subprocess
     import sys
 
-    from test_train import ROOT
-
     save = tmp_path / "run"
     args = cli_args(lists, teacher_dir, save, "--no-eval", "--set", "SOLVER.NUM_EPOCHS=50")
     # As a foreground process at a terminal: SIGINT at its default (see _sigint_as_at_a_terminal).
     proc = subprocess.Popen([sys.executable, "-m", "segdistill_cli", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_sigint_as_at_a_terminal)
-    _wait_for(lambda: (save / "1" / "meta.json").is_file(), proc)
+    wait_for(lambda: (save / "1" / "meta.json").is_file(), proc)
     proc.send_signal(signal.SIGINT)  # one Ctrl-C
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

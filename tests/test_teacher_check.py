@@ -10,10 +10,9 @@ import pytest
 from segdistill_cli.config import load_configs
 from segdistill_cli.engine.teacher_check import check_teacher, verdict
 from segdistill_cli.errors import ConfigError
-from test_train import (CAMVID, STUDENT_CFG, TEACHER_CFG, lists, make_trainer,  # noqa: F401
-                        teacher_dir)
+from conftest import CAMVID, CAMVID_TEACHER, STUDENT_CFG, TEACHER_CFG
+from _train_fixtures import make_trainer
 
-CAMVID_TEACHER = CAMVID.parent.parent / "models" / "camvid-teacher"
 CHECK_ON = ["TRAIN.TEACHER_CHECK_IMAGES=4"]  # test_train's TINY turns it off
 
 

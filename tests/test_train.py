@@ -3,12 +3,8 @@ bit, resume equality, SIGKILL during training and during a save, NaN stop, pre-f
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,91 +15,19 @@ from segdistill_cli.engine import checkpoints
 from segdistill_cli.engine.trainer import Trainer, TrainOptions
 from segdistill_cli.errors import SegDistillError
 from segdistill_cli.launcher import RunContext
-from segdistill_cli.weights import read_pdparams, read_tensor, write_legacy_dir
+from segdistill_cli.weights import read_pdparams, read_tensor
 
-ROOT = Path(__file__).resolve().parents[1]
-CAMVID = ROOT.parent / "shared" / "data" / "camvid"
-STUDENT_CFG = ROOT / "configs" / "camvid.yaml"
-TEACHER_CFG = ROOT / "configs" / "camvid_teacher.yaml"
+from conftest import ROOT, STUDENT_CFG, TEACHER_CFG, needs_camvid
+from _train_fixtures import cli_args, make_trainer, overrides, spawn, teacher_overrides, wait_for
 
-pytestmark = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"real CamVid data not found at {CAMVID}")
-
-# Tiny but real: 64x48 crops, batch 2, the smallest MobileNetV2 widths.
-TINY = ["TRAIN_CROP_SIZE=(64, 48)", "EVAL_CROP_SIZE=(64, 48)", "AUG.FIX_RESIZE_SIZE=(64, 48)",
-        "BATCH_SIZE=2", "DATALOADER.NUM_WORKERS=0", "MODEL.DEEPLAB.DEPTH_MULTIPLIER=0.25",
-        "TRAIN.SNAPSHOT_EPOCH=1", "SOLVER.NUM_EPOCHS=2", "SOLVER.LR=0.01",
-        # The teachers here are initialised, not trained: the teacher check would (rightly) stop
-        # every run; tests/test_teacher_check.py tests it.
-        "TRAIN.TEACHER_CHECK_IMAGES=0"]
-TINY_TEACHER = ["MODEL.DEEPLAB.DEPTH_MULTIPLIER=0.5", "TRAIN_CROP_SIZE=(64, 48)",
-                "EVAL_CROP_SIZE=(64, 48)"]
-
-
-@pytest.fixture(scope="module")
-def lists(tmp_path_factory) -> dict[str, str]:
-    folder = tmp_path_factory.mktemp("lists")
-    train = (CAMVID / "train.txt").read_text().splitlines()[:8]
-    val = (CAMVID / "val.txt").read_text().splitlines()[:4]
-    (folder / "train.txt").write_text("\n".join(train) + "\n")
-    (folder / "val.txt").write_text("\n".join(val) + "\n")
-    return {"DATASET.DATA_DIR": str(CAMVID), "DATASET.TRAIN_FILE_LIST": str(folder / "train.txt"),
-            "DATASET.VAL_FILE_LIST": str(folder / "val.txt")}
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory) -> Path:
-    """A teacher in the legacy one-file-per-variable format, initialised (not trained)."""
-    from segdistill_cli.paddle_env import import_paddle
-    from segdistill_cli.programs import build_teacher
-
-    paddle = import_paddle()
-    configs = load_configs(TEACHER_CFG, None, TINY_TEACHER)
-    paddle.seed(7)
-    teacher = build_teacher(configs.student)
-    scope = paddle.static.Scope()
-    paddle.static.Executor(paddle.CPUPlace()).run(teacher.startup, scope=scope)
-    tensors = {p.name: np.array(scope.find_var(p.name).get_tensor())
-               for p in teacher.main.all_parameters()}
-    # Give the BN statistics non-trivial values so "unchanged" means something.
-    for name, value in tensors.items():
-        if name.endswith("moving_variance") or name.endswith("_bn_variance"):
-            tensors[name] = value + np.float32(0.5)
-    return write_legacy_dir(tmp_path_factory.mktemp("teacher") / "xteacher", tensors)
-
-
-def overrides(lists: dict[str, str], save_dir: Path, *extra: str) -> list[str]:
-    return TINY + [f"{k}={v}" for k, v in lists.items()] + [f"TRAIN.MODEL_SAVE_DIR={save_dir}",
-                                                             *extra]
-
-
-def teacher_overrides(teacher_dir: Path, *extra: str) -> list[str]:
-    # Only what distillation reads from the teacher config (its input is the student's image).
-    return ["MODEL.DEEPLAB.DEPTH_MULTIPLIER=0.5",
-            f"SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR={teacher_dir}", *extra]
-
-
-def make_trainer(lists, teacher_dir, save_dir, student_extra=(), teacher_extra=(), **options):
-    configs = load_configs(STUDENT_CFG, TEACHER_CFG, overrides(lists, save_dir, *student_extra),
-                           teacher_overrides(teacher_dir, *teacher_extra))
-    options.setdefault("seed", 3)
-    options.setdefault("log_steps", 2)
-    return Trainer(configs, TrainOptions(**options), RunContext(), log=lambda m: None)
-
-
-def cli_args(lists, teacher_dir, save_dir, *extra: str) -> list[str]:
-    args = ["train", "--cfg", str(STUDENT_CFG), "--teacher-cfg", str(TEACHER_CFG), "--seed", "3"]
-    for item in overrides(lists, save_dir):
-        args += ["--set", item]
-    for item in teacher_overrides(teacher_dir):
-        args += ["--teacher-set", item]
-    return args + list(extra)
+pytestmark = needs_camvid
 
 
 # ---- distillation ----------------------------------------------------------------------------
 
 
 def test_distill_trains_student_keeps_teacher_bit_identical(lists, teacher_dir, tmp_path):
-    from segdistill_cli.distill.merge import teacher_persistables
+    from segdistill_cli.distill.teacher import teacher_persistables
 
     trainer = make_trainer(lists, teacher_dir, tmp_path / "run")
     summary = trainer.run()
@@ -194,44 +118,26 @@ def test_resume_continues_exactly(lists, teacher_dir, tmp_path):
     assert meta_a["lr"] == pytest.approx(meta_b["lr"])
 
 
-def _spawn(args: list[str], env_extra: dict[str, str] | None = None) -> subprocess.Popen:
-    env = dict(os.environ, **(env_extra or {}))
-    return subprocess.Popen([sys.executable, "-m", "segdistill_cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"process ended early:\n{proc.stdout.read()}")
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("timed out")
-
-
 @pytest.mark.slow
 def test_sigkill_during_training_and_during_save_then_resume(lists, teacher_dir, tmp_path):
     save = tmp_path / "run"
     args = cli_args(lists, teacher_dir, save, "--no-eval", "--set", "SOLVER.NUM_EPOCHS=3")
     # 1) killed while training epoch 2 (checkpoint 1 complete).
-    proc = _spawn(args)
-    _wait_for(lambda: (save / "1" / "meta.json").is_file(), proc)
+    proc = spawn(args)
+    wait_for(lambda: (save / "1" / "meta.json").is_file(), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert checkpoints.latest_checkpoint(save) == save / "1"
     # 2) resumed, then killed in the middle of writing checkpoint 2 (the writer pauses per file).
-    proc = _spawn(args + ["--resume", "auto"], {checkpoints.PAUSE_ENV: "2"})
-    _wait_for(lambda: any(p.name.startswith(".2.tmp-") and any(p.iterdir())
+    proc = spawn(args + ["--resume", "auto"], {checkpoints.PAUSE_ENV: "2"})
+    wait_for(lambda: any(p.name.startswith(".2.tmp-") and any(p.iterdir())
                           for p in save.iterdir() if p.is_dir()), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert checkpoints.latest_checkpoint(save) == save / "1"
     assert not (save / "2").exists()
     # 3) resumed again: completes from epoch 2 on.
-    proc = _spawn(args + ["--resume", "auto"])
+    proc = spawn(args + ["--resume", "auto"])
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     assert "resumed from" in out and "epoch 1" in out

@@ -12,10 +12,10 @@ from segdistill_cli.config import load_config, load_configs, validate
 from segdistill_cli.data import SegDataset
 from segdistill_cli.data.mixed import MixedTrainSet, schedule_images, train_set
 from segdistill_cli.errors import ConfigError, SegDistillError
-from test_train import (CAMVID, STUDENT_CFG, TEACHER_CFG, lists, make_trainer,  # noqa: F401
-                        overrides, teacher_dir, teacher_overrides)
+from conftest import CAMVID, STUDENT_CFG, needs_camvid
+from _train_fixtures import make_trainer
 
-pytestmark = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"real CamVid data not found at {CAMVID}")
+pytestmark = needs_camvid
 
 
 @pytest.fixture(scope="module")

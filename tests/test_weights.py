@@ -20,9 +20,9 @@ from segdistill_cli.weights import (LoadReport, check_structure, encode_tensor,
                                     load_weights, make_legacy_tarball, open_weights,
                                     read_pdparams, read_tensor, read_tensor_info, scan_weights,
                                     write_legacy_dir, write_tensor)
+from conftest import ROOT
 
 paddle = import_paddle()
-ROOT = Path(__file__).resolve().parents[1]
 
 # The tiny model below: its parameters (BN moving stats included) and shapes.
 TINY = {"conv1/weights": (4, 3, 3, 3), "conv1/BatchNorm/gamma": (4,),

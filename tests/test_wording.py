@@ -15,10 +15,7 @@ from segdistill_cli.engine.trainer import Trainer, TrainOptions
 from segdistill_cli.errors import ConfigError
 from segdistill_cli.launcher import RunContext
 
-ROOT = Path(__file__).resolve().parents[1]
-CAMVID = ROOT.parent / "shared" / "data" / "camvid"
-TEACHER_CFG = ROOT / "configs" / "camvid_teacher.yaml"
-needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"CamVid not found at {CAMVID}")
+from conftest import CAMVID, ROOT, TEACHER_CFG, needs_camvid
 
 # A tiny real run of the CamVid teacher config alone (--no-teacher): 4 images, 2 epochs.
 TINY = ["TRAIN_CROP_SIZE=(64, 48)", "EVAL_CROP_SIZE=(64, 48)", "AUG.FIX_RESIZE_SIZE=(64, 48)",
@@ -86,7 +83,7 @@ def test_resume_from_a_missing_folder_says_not_found(tmp_path):
 
 
 def test_eval_of_a_config_alone_does_not_call_it_the_student():
-    from segdistill_cli.eval_run import choose_model
+    from segdistill_cli.model_choice import choose_model
 
     alone = load_configs(TEACHER_CFG)
     pair = load_configs(ROOT / "configs" / "camvid.yaml", TEACHER_CFG)

@@ -1,15 +1,17 @@
 """What every command shares: the config options, the consoles, error and problem printing."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 from rich.text import Text
 
 from ..config import Configs, Problem, fatal, load_configs, validate
 from ..errors import ConfigError, SegDistillError, combine
+from ..preflight import require_valid_configs
 from ..terminal import plain_console
 
 # Piped output (logs, CI) gets a wide fixed width instead of rich's 80 columns, so variable names
@@ -17,34 +19,25 @@ from ..terminal import plain_console
 console = plain_console(width=None if sys.stdout.isatty() else 160)
 err_console = plain_console(stderr=True, soft_wrap=True)
 
-# Options shared by the commands that read configs. Legacy spellings are aliases.
-CFG_HELP = "Student config (legacy PaddleSeg YAML)."
-TEACHER_CFG_HELP = "Teacher config (legacy PaddleSeg YAML)."
-SET_HELP = "Override a student config key, e.g. --set SOLVER.LR=0.01 (repeatable)."
-TEACHER_SET_HELP = "Override a teacher config key, e.g. --teacher-set MODEL.DEEPLAB.OUTPUT_STRIDE=8."
-
-
-def cfg_option(required: bool = True):
-    return typer.Option(... if required else None, "--cfg", help=CFG_HELP,
-                        dir_okay=False, show_default=False)
-
-
-def teacher_cfg_option():
-    return typer.Option(None, "--teacher-cfg", "--teacher_cfg", help=TEACHER_CFG_HELP,
-                        dir_okay=False, show_default=False)
-
-
-def set_option():
-    return typer.Option(None, "--set", help=SET_HELP, metavar="KEY=VALUE", show_default=False)
-
-
-def teacher_set_option():
-    return typer.Option(None, "--teacher-set", help=TEACHER_SET_HELP, metavar="KEY=VALUE",
-                        show_default=False)
-
-
-def model_dir_option(help_text: str = "Weights (default: TEST.TEST_MODEL)."):
-    return typer.Option(None, "--model-dir", help=help_text, show_default=False)
+# Options shared by the commands that read configs, as `Annotated` types: a command declares
+# `cfg: CfgOption` (required) or `teacher_cfg: TeacherCfgOption = None`. Legacy spellings are
+# aliases. They stay in the first panel of `--help`, "Options".
+CfgOption = Annotated[Path, typer.Option(
+    "--cfg", help="Student config (legacy PaddleSeg YAML).", dir_okay=False, show_default=False)]
+TeacherCfgOption = Annotated[Optional[Path], typer.Option(
+    "--teacher-cfg", "--teacher_cfg", help="Teacher config (legacy PaddleSeg YAML).",
+    dir_okay=False, show_default=False)]
+SetOption = Annotated[Optional[List[str]], typer.Option(
+    "--set", help="Override a student config key, e.g. --set SOLVER.LR=0.01 (repeatable).",
+    metavar="KEY=VALUE", show_default=False)]
+TeacherSetOption = Annotated[Optional[List[str]], typer.Option(
+    "--teacher-set", help="Override a teacher config key, e.g. --teacher-set "
+    "MODEL.DEEPLAB.OUTPUT_STRIDE=8.", metavar="KEY=VALUE", show_default=False)]
+ModelDirOption = Annotated[Optional[str], typer.Option(
+    "--model-dir", help="Weights (default: TEST.TEST_MODEL).", show_default=False)]
+# `--help` panels the commands share (`rich_help_panel=`).
+DEVICES_PANEL = "Devices"
+MULTI_NODE_PANEL = "Multi-node"
 
 
 def read_configs(cfg: Optional[Path], teacher_cfg: Optional[Path],
@@ -82,20 +75,15 @@ def print_line(message: str) -> None:
     err_console.print(Text(message), soft_wrap=True)
 
 
-def print_problems(problems: List[Problem]) -> None:
-    for p in problems:
-        tag, style = ("error", "red") if p.fatal else ("warning", "yellow")
-        err_console.print(styled(tag, style, f": {p}"), soft_wrap=True)
+def print_warning(problem: Problem) -> None:
+    """A non-fatal config problem: one `warning:` line on stderr."""
+    err_console.print(styled("warning", "yellow", f": {problem}"), soft_wrap=True)
 
 
 def require_valid(configs: Configs, purpose: str, **kwargs) -> None:
-    """The validate step every command runs before doing work: warnings are printed, fatal
-    problems become one error that prints them all, one line each."""
-    problems = validate(configs, purpose, **kwargs)
-    print_problems([p for p in problems if not p.fatal])
-    bad = fatal(problems)
-    if bad:
-        raise combine([ConfigError(str(p)) for p in bad])
+    """The config pre-flight every command runs before doing work (preflight.py): warnings are
+    printed, fatal problems become one error that prints them all, one line each."""
+    require_valid_configs(configs, purpose, print_warning, **kwargs)
 
 
 _ARGV: List[str] = []
@@ -108,6 +96,14 @@ def remember_argv(argv: List[str]) -> None:
 
 def current_argv() -> List[str]:
     return list(_ARGV)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """`--json PATH`: the report as indented JSON, written atomically (folders created)."""
+    from ..atomic import write_text_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 def is_terminal() -> bool:

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ._common import console, err_console
+from ._common import console, err_console, write_json
 
 ORDER = 42
 
@@ -27,7 +27,6 @@ def compare_command(
     """Compare training runs: final and best val mIoU, pixel accuracy, per-class IoU, steps, wall
     time, distill terms and teacher check side by side, with plots."""
     from ..compare import summarize_all, table_rows, write_plots
-    from .eval_cmd import _write_json
 
     runs = summarize_all(run_dirs)
     out = err_console if json_out == "-" else console
@@ -45,7 +44,7 @@ def compare_command(
     if json_out == "-":
         typer.echo(json.dumps(data, indent=2))
     elif json_out:
-        _write_json(Path(json_out), data)
+        write_json(Path(json_out), data)
         out.print(f"json: {json_out}")
 
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import List, Optional
 
 import typer
 import yaml
@@ -11,20 +9,21 @@ import yaml
 from ..config import PURPOSES
 from ..config.view import used_values
 from ..errors import ConfigError
-from ._common import (cfg_option, console, err_console, read_configs, require_valid, set_option,
-                      styled, teacher_cfg_option, teacher_set_option)
+from ._common import (CfgOption, SetOption, TeacherCfgOption, TeacherSetOption, console,
+                      err_console, read_configs, require_valid, styled)
 
 ORDER = 90
+
 
 config_app = typer.Typer(help="Show or check the resolved configs.", no_args_is_help=True)
 
 
 @config_app.command("show")
 def show(
-    cfg: Path = cfg_option(),
-    teacher_cfg: Optional[Path] = teacher_cfg_option(),
-    set_: Optional[List[str]] = set_option(),
-    teacher_set: Optional[List[str]] = teacher_set_option(),
+    cfg: CfgOption,
+    teacher_cfg: TeacherCfgOption = None,
+    set_: SetOption = None,
+    teacher_set: TeacherSetOption = None,
     as_json: bool = typer.Option(False, "--json", help="One JSON object {student, teacher}."),
 ) -> None:
     """Print the student (and teacher) config as the commands use it: defaults and overrides
@@ -49,10 +48,10 @@ def show(
 
 @config_app.command("check")
 def check(
-    cfg: Path = cfg_option(),
-    teacher_cfg: Optional[Path] = teacher_cfg_option(),
-    set_: Optional[List[str]] = set_option(),
-    teacher_set: Optional[List[str]] = teacher_set_option(),
+    cfg: CfgOption,
+    teacher_cfg: TeacherCfgOption = None,
+    set_: SetOption = None,
+    teacher_set: TeacherSetOption = None,
     purpose: str = typer.Option("train", help="What the configs are for: " + ", ".join(PURPOSES)),
 ) -> None:
     """Validate the configs against the filesystem (list files, crop sizes, weight folders)."""

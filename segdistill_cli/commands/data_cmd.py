@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
 from ..errors import ConfigError
 from ..terminal import progress_bar
-from ._common import (cfg_option, console, err_console, is_terminal, read_configs, set_option,
-                      styled)
+from ._common import CfgOption, SetOption, console, err_console, is_terminal, read_configs, styled
 
 ORDER = 80
+
 
 data_app = typer.Typer(help="Check datasets; build list files and Cityscapes trainIds.",
                        no_args_is_help=True)
@@ -19,8 +19,8 @@ data_app = typer.Typer(help="Check datasets; build list files and Cityscapes tra
 
 @data_app.command("check")
 def check(
-    cfg: Path = cfg_option(),
-    set_: Optional[List[str]] = set_option(),
+    cfg: CfgOption,
+    set_: SetOption = None,
     split: str = typer.Option("all", help="Which list to check: train, val, test, unlabeled or all."),
     max_errors: int = typer.Option(20, "--max-errors", min=0, help="Offending lines to print."),
     sample: Optional[int] = typer.Option(None, "--sample", min=1,

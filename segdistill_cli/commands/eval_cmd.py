@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ._common import (cfg_option, console, current_argv, err_console, model_dir_option,
-                      read_configs, require_valid, set_option, styled, teacher_cfg_option,
-                      teacher_set_option)
+from ..terminal import progress_callback
+from ._common import (DEVICES_PANEL, CfgOption, SetOption, TeacherCfgOption,
+                      TeacherSetOption, console, current_argv, err_console, read_configs,
+                      require_valid, styled, write_json)
 
 ORDER = 40
+
 
 EVAL_HELP = (
     'Evaluate a model on the val list exactly as legacy PaddleSeg did.'
@@ -33,19 +35,26 @@ EVAL_HELP = (
 )
 
 
+EvalModelDirOption = Annotated[Optional[str], typer.Option(
+    "--model-dir", help="Weights to evaluate (default: TEST.TEST_MODEL).", show_default=False)]
+
+
 def eval_command(
-    cfg: Path = cfg_option(),
-    set_: Optional[List[str]] = set_option(),
-    model_dir: Optional[str] = model_dir_option("Weights to evaluate (default: TEST.TEST_MODEL)."),
-    teacher_cfg: Optional[Path] = teacher_cfg_option(),
+    cfg: CfgOption,
+    set_: SetOption = None,
+    model_dir: EvalModelDirOption = None,
+    teacher_cfg: TeacherCfgOption = None,
     teacher: bool = typer.Option(False, "--teacher", help="Evaluate the teacher config's model "
                                  "instead of the student."),
-    teacher_set: Optional[List[str]] = teacher_set_option(),
+    teacher_set: TeacherSetOption = None,
     gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU ids; several = one worker per "
-                                       "GPU, each on a part of the val list (matrices summed)."),
-    cpu: bool = typer.Option(False, "--cpu", help="Force CPU even when a GPU is visible."),
+                                       "GPU, each on a part of the val list (matrices summed).",
+                                       rich_help_panel=DEVICES_PANEL),
+    cpu: bool = typer.Option(False, "--cpu", help="Force CPU even when a GPU is visible.",
+                             rich_help_panel=DEVICES_PANEL),
     nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="With --cpu: N worker "
-                                        "processes, each on a part of the val list."),
+                                        "processes, each on a part of the val list.",
+                                        rich_help_panel=DEVICES_PANEL),
     flip: bool = typer.Option(False, "--flip", help="Test-time augmentation: add the mirrored "
                               "image (softmax averaged)."),
     scales: Optional[str] = typer.Option(None, "--scales", help="Test-time augmentation: scales, "
@@ -62,7 +71,8 @@ def eval_command(
                                    "val list: sample (default), full or off."),
 ) -> None:
     from ..engine.evaluator import parse_scales
-    from ..eval_run import EvalOptions, choose_model, run_eval
+    from ..eval_run import EvalOptions, run_eval
+    from ..model_choice import choose_model
 
     configs = read_configs(cfg, teacher_cfg, set_, teacher_set, "eval")
     choice = choose_model(configs, model_dir, teacher)
@@ -71,7 +81,7 @@ def eval_command(
     out = err_console if json_out == "-" else console
     with _quiet_stdout(json_out == "-"):
         require_valid(choice.configs, "eval")
-        with _progress(out) as progress:
+        with progress_callback(out, "eval") as progress:
             result = run_eval(choice, options, current_argv(), progress=progress)
     if result is None:  # a worker process: rank 0 of the launcher's run reports
         return
@@ -86,7 +96,7 @@ def eval_command(
     if json_out == "-":
         typer.echo(json.dumps(data, indent=2))
     elif json_out:
-        _write_json(Path(json_out), data)
+        write_json(Path(json_out), data)
         out.print(f"json: {json_out}")
 
 
@@ -94,13 +104,6 @@ def plot_title(result: Any, choice: Any) -> str:
     """Which model, on which list, how many images: a plot must say what it shows."""
     return (f"{choice.title}\n{choice.cfg.DATASET.VAL_FILE_LIST}, {result.num_images} images"
             + (" (test-time augmentation)" if result.tta else ""))
-
-
-def _write_json(path: Path, data: dict) -> None:
-    from ..atomic import write_text_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 def _quiet_stdout(active: bool):
@@ -112,28 +115,6 @@ def _quiet_stdout(active: bool):
     from ..eval_run import stdout_to_stderr
 
     return stdout_to_stderr()
-
-
-class _progress:
-    """A rich progress bar on `out` when it is a terminal; yields the eval's progress callback."""
-
-    def __init__(self, out: Console):
-        self.out = out
-        self.bar = None
-
-    def __enter__(self):
-        if not self.out.is_terminal:
-            return None
-        from ..terminal import progress_bar
-
-        self.bar = progress_bar(console=self.out, transient=True)
-        self.bar.start()
-        task = self.bar.add_task("eval", total=None)
-        return lambda done, total: self.bar.update(task, completed=done, total=total)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def print_report(out: Console, result: Any, choice: Any) -> None:

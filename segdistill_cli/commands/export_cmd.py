@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
-from ._common import cfg_option, console, model_dir_option, read_configs, set_option
+from ._common import CfgOption, ModelDirOption, SetOption, console, read_configs
 
 ORDER = 50
+
 
 EXPORT_HELP = (
     'Export the student alone as a Paddle inference model.'
@@ -23,14 +23,14 @@ EXPORT_HELP = (
 
 
 def export_command(
-    cfg: Path = cfg_option(),
-    set_: Optional[List[str]] = set_option(),
-    model_dir: Optional[str] = model_dir_option(),
+    cfg: CfgOption,
+    set_: SetOption = None,
+    model_dir: ModelDirOption = None,
     out: Path = typer.Option(..., "--out", help="Output folder (replaced only if it holds a "
                                                 "previous export).", file_okay=False),
 ) -> None:
     from ..config import Configs
-    from ..eval_run import choose_model
+    from ..model_choice import choose_model
     from ..export import export_model
 
     configs = read_configs(cfg, None, set_, None)

@@ -12,6 +12,7 @@ from ._common import console, err_console, styled
 
 ORDER = 10
 
+
 WHICH_HELP = "teacher, student, a model name, or all (default)."
 
 

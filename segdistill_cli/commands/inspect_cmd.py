@@ -2,24 +2,23 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
-from ._common import (cfg_option, console, read_configs, set_option, styled, teacher_cfg_option,
-                      teacher_set_option)
+from ._common import (CfgOption, SetOption, TeacherCfgOption, TeacherSetOption, console,
+                      read_configs, styled)
 
 ORDER = 20
 
 
 def inspect_vars(
-    cfg: Path = cfg_option(),
-    teacher_cfg: Optional[Path] = teacher_cfg_option(),
-    set_: Optional[List[str]] = set_option(),
-    teacher_set: Optional[List[str]] = teacher_set_option(),
+    cfg: CfgOption,
+    teacher_cfg: TeacherCfgOption = None,
+    set_: SetOption = None,
+    teacher_set: TeacherSetOption = None,
     grep: Optional[str] = typer.Option(None, "--grep", metavar="REGEX",
                                        help="Only variables whose name or alias matches."),
     op: Optional[str] = typer.Option(None, "--op", metavar="TYPE",

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
-from ._common import (cfg_option, console, model_dir_option, read_configs, set_option, styled,
-                      teacher_cfg_option, teacher_set_option)
+from ..terminal import progress_callback
+from ._common import (CfgOption, ModelDirOption, SetOption, TeacherCfgOption, TeacherSetOption,
+                      console, read_configs, styled)
 
 ORDER = 45
+
 
 PREDICT_HELP = (
     "Predict images: class-id PNGs at each image's original size, and overlay pictures."
@@ -26,9 +28,9 @@ PREDICT_HELP = (
 
 
 def predict_command(
-    cfg: Path = cfg_option(),
-    set_: Optional[List[str]] = set_option(),
-    model_dir: Optional[str] = model_dir_option(),
+    cfg: CfgOption,
+    set_: SetOption = None,
+    model_dir: ModelDirOption = None,
     image: Optional[str] = typer.Option(None, "--image", help="One image file."),
     list_file: Optional[str] = typer.Option(None, "--list", help="A list file (legacy format, "
                                             "paths relative to DATASET.DATA_DIR; labels "
@@ -38,10 +40,10 @@ def predict_command(
     out: Path = typer.Option(..., "--out", help="Output folder.", file_okay=False),
     with_label: bool = typer.Option(False, "--with-label", help="Add the ground truth panel "
                                     "(needs --list with labels)."),
-    teacher_cfg: Optional[Path] = teacher_cfg_option(),
+    teacher_cfg: TeacherCfgOption = None,
     teacher: bool = typer.Option(False, "--teacher", help="Predict with the teacher config's "
                                  "model instead of the student."),
-    teacher_set: Optional[List[str]] = teacher_set_option(),
+    teacher_set: TeacherSetOption = None,
     flip: bool = typer.Option(False, "--flip", help="Test-time augmentation: add the mirror."),
     scales: Optional[str] = typer.Option(None, "--scales", help="Test-time augmentation: scales, "
                                          "e.g. 0.75,1.0,1.25."),
@@ -49,7 +51,7 @@ def predict_command(
     cpu: bool = typer.Option(False, "--cpu", help="Force CPU even when a GPU is visible."),
 ) -> None:
     from ..engine.evaluator import parse_scales
-    from ..eval_run import check_model_dir, choose_model
+    from ..model_choice import check_model_dir, choose_model
     from ..launcher import LaunchRequest, plan_launch, run_context
     from ..predict import collect_inputs, run_predict
 
@@ -61,7 +63,7 @@ def predict_command(
                              "(labels come from a --list with 'image label' lines)"))
     check_model_dir(choice)
     ctx = run_context(plan_launch(LaunchRequest(cpu=cpu), []))
-    with _progress(len(inputs)) as progress:
+    with progress_callback(console, "predict", len(inputs)) as progress:
         summary = run_predict(choice, inputs, out, with_label=with_label, batch_size=batch_size,
                               flip=flip, scales=parse_scales(scales), place=ctx.place(),
                               progress=progress)
@@ -71,25 +73,6 @@ def predict_command(
     console.print(f"predictions: {summary.out_dir / 'pred'}/  overlays: "
                   f"{summary.out_dir / 'overlay'}/"
                   + (f"  (ground truth shown for {summary.labels_used})" if with_label else ""))
-
-
-class _progress:
-    def __init__(self, total: int):
-        self.total, self.bar = total, None
-
-    def __enter__(self):
-        if not console.is_terminal:
-            return None
-        from ..terminal import progress_bar
-
-        self.bar = progress_bar(console=console, transient=True)
-        self.bar.start()
-        task = self.bar.add_task("predict", total=self.total)
-        return lambda done, total: self.bar.update(task, completed=done)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def register(app: typer.Typer) -> None:

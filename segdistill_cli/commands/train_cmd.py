@@ -1,30 +1,36 @@
 """`segdistill train`: distil the teacher into the student (or train one model with --no-teacher)."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
-from ._common import (cfg_option, current_argv, read_configs, set_option, teacher_cfg_option,
-                      teacher_set_option)
+from ._common import (DEVICES_PANEL, MULTI_NODE_PANEL, CfgOption, SetOption, TeacherCfgOption,
+                      TeacherSetOption, current_argv, read_configs)
 
 ORDER = 30
 
+RESUME_PANEL = "Resume and overwrite"
+CHECKS_PANEL = "Checks before step 1"
+
 
 def train(
-    cfg: Path = cfg_option(),
-    teacher_cfg: Optional[Path] = teacher_cfg_option(),
-    set_: Optional[List[str]] = set_option(),
-    teacher_set: Optional[List[str]] = teacher_set_option(),
+    cfg: CfgOption,
+    teacher_cfg: TeacherCfgOption = None,
+    set_: SetOption = None,
+    teacher_set: TeacherSetOption = None,
     gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU ids, e.g. 0,1 (several = one "
-                                       "worker per GPU via paddle.distributed.launch)."),
-    cpu: bool = typer.Option(False, "--cpu", help="Force CPU even when a GPU is visible."),
+                                       "worker per GPU via paddle.distributed.launch).",
+                                       rich_help_panel=DEVICES_PANEL),
+    cpu: bool = typer.Option(False, "--cpu", help="Force CPU even when a GPU is visible.",
+                             rich_help_panel=DEVICES_PANEL),
     nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="With --cpu: N worker "
                                         "processes (data-parallel over Gloo, BATCH_SIZE split "
-                                        "over them, each with its share of the cores)."),
+                                        "over them, each with its share of the cores).",
+                                        rich_help_panel=DEVICES_PANEL),
     use_gpu: bool = typer.Option(False, "--use_gpu", "--use-gpu", hidden=True,
-                                 help="Legacy flag: GPU is the default when available."),
+                                 help="Legacy flag: GPU is the default when available.",
+                                 rich_help_panel=DEVICES_PANEL),
     log_steps: int = typer.Option(10, "--log-steps", "--log_steps", min=1,
                                   help="Log every N steps."),
     do_eval: bool = typer.Option(True, "--do-eval/--no-eval", help="Evaluate each snapshot and "
@@ -32,35 +38,46 @@ def train(
     legacy_do_eval: bool = typer.Option(False, "--do_eval", hidden=True,
                                         help="Legacy spelling of --do-eval."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Checkpoint folder, or 'auto' for "
-                                         "the latest complete one in MODEL_SAVE_DIR."),
+                                         "the latest complete one in MODEL_SAVE_DIR.",
+                                         rich_help_panel=RESUME_PANEL),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a MODEL_SAVE_DIR "
                                    "that holds a run: its run is deleted once pre-flight passed "
-                                   "(without this flag such a folder is refused)."),
+                                   "(without this flag such a folder is refused).",
+                                   rich_help_panel=RESUME_PANEL),
     allow_config_change: bool = typer.Option(False, "--allow-config-change", help="Resume even "
                                              "though keys that change training differ from the "
                                              "checkpoint's (they are listed and kept in "
-                                             "run.json)."),
+                                             "run.json).",
+                                             rich_help_panel=RESUME_PANEL),
     no_teacher: bool = typer.Option(False, "--no-teacher", help="Train the student config alone "
                                     "(the baseline; also how a teacher is trained)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Pre-flight + 3 real steps, print "
-                                 "s/step, ETA and peak memory, write nothing."),
+                                 "s/step, ETA and peak memory, write nothing.",
+                                 rich_help_panel=CHECKS_PANEL),
     preflight: bool = typer.Option(False, "--preflight", help="Run every pre-flight check (configs, "
-                                   "data, teacher weights, pairs), then exit without training."),
+                                   "data, teacher weights, pairs), then exit without training.",
+                                   rich_help_panel=CHECKS_PANEL),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for weights init, shuffling and "
                                        "augmentation."),
     vdl: bool = typer.Option(False, "--vdl", "--use_vdl", help="Also log scalars to VisualDL."),
     check_data: str = typer.Option("sample", "--check-data", help="Pre-flight data check: "
-                                   "sample (default), full or off."),
+                                   "sample (default), full or off.",
+                                   rich_help_panel=CHECKS_PANEL),
     allow_weak_teacher: bool = typer.Option(False, "--allow-weak-teacher", help="When the "
                                             "teacher check (TRAIN.TEACHER_CHECK_IMAGES val images "
                                             "before step 1) finds the teacher at chance level or "
-                                            "predicting one class: warn and go on, not stop."),
-    ips: Optional[str] = typer.Option(None, "--ips", help="Multi-node: comma-separated node IPs."),
-    nnodes: Optional[int] = typer.Option(None, "--nnodes", help="Multi-node: number of nodes."),
+                                            "predicting one class: warn and go on, not stop.",
+                                            rich_help_panel=CHECKS_PANEL),
+    ips: Optional[str] = typer.Option(None, "--ips", help="Multi-node: comma-separated node IPs.",
+                                      rich_help_panel=MULTI_NODE_PANEL),
+    nnodes: Optional[int] = typer.Option(None, "--nnodes", help="Multi-node: number of nodes.",
+                                         rich_help_panel=MULTI_NODE_PANEL),
     master: Optional[str] = typer.Option(None, "--master", help="Multi-node: master endpoint "
-                                         "IP:PORT."),
+                                         "IP:PORT.",
+                                         rich_help_panel=MULTI_NODE_PANEL),
     node_rank: Optional[int] = typer.Option(None, "--node-rank", min=0, help="Multi-node: this "
-                                            "node's rank (paddle.distributed.launch --rank)."),
+                                            "node's rank (paddle.distributed.launch --rank).",
+                                            rich_help_panel=MULTI_NODE_PANEL),
 ) -> None:
     """Distil the teacher into the student with the legacy recipe (static graph, PaddleSlim merge).
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import difflib
 from typing import Any, Mapping
 
+from ..distill.registry import LOSSES, losses_reading
 from ..errors import ConfigError
 from .values import _bad, _is_number, _legacy_literal, _where
 
-
-DISTILL_LOSSES = ("l2", "soft_label", "kl", "dist", "fsp", "cwd", "custom")
-# Pixel selection of the class-axis losses (MASK), and the losses each option key belongs to.
+# The registered losses (distill/registry.py: what each reads) and a user's own function.
+DISTILL_LOSSES = (*LOSSES, "custom")
+# Pixel selection of the class-axis losses (MASK).
 PIXEL_MASKS = ("none", "confident", "correct")
-_KEY_LOSSES = {"MASK": ("kl", "soft_label"), "THRESHOLD": ("kl", "soft_label"),
-               "INTER_WEIGHT": ("dist",), "INTRA_WEIGHT": ("dist",)}
-# Losses that take two variables from each side.
-_TWO_VAR_LOSSES = {"fsp"}
+# The losses each loss-specific pair key belongs to (MASK -> kl, soft_label).
+_KEY_LOSSES = {key: tuple(losses_reading(key))
+               for key in dict.fromkeys(k for spec in LOSSES.values() for k in spec.options)}
 _PAIR_KEYS_ALLOWED = {
     "TEACHER": "teacher variable name or alias (a list of two for fsp)",
     "STUDENT": "student variable name or alias (a list of two for fsp)",
@@ -91,7 +91,7 @@ def _parse_pair(index: int, item: Any, source: str | None) -> dict[str, Any]:
                 raise _bad(f"{where}.{key}", source, pair[key], rule)
             pair[key] = float(value)
     _check_loss_options(where, pair, source)
-    n_vars = 2 if pair["LOSS"] in _TWO_VAR_LOSSES else 1
+    n_vars = LOSSES[pair["LOSS"]].arity if pair["LOSS"] in LOSSES else 1
     for side in ("TEACHER", "STUDENT"):
         pair[side] = _parse_side(f"{where}.{side}", pair[side], n_vars, pair["LOSS"], source)
     if pair["LOSS"] == "custom":

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from ..errors import ConfigError, Problems
+from ..errors import ConfigError, combine
 from .distill import DEFAULT_DISTILL, parse_distill
 from .schema import _ALL_KEYS, _CHOICES, _DEFAULTS, _default
 from .values import _bad, _where, coerce_value
@@ -258,12 +258,8 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = (),
     except ConfigError as exc:
         collect.append(exc)
     if problems is None and collect:
-        raise _combined(collect)
+        raise combine(collect)
     return cfg
-
-
-def _combined(problems: list[ConfigError]) -> ConfigError:
-    return problems[0] if len(problems) == 1 else Problems(problems)
 
 
 def _is_plain_string_key(key: str) -> bool:
@@ -322,7 +318,7 @@ def load_configs(
         problems.append(ConfigError("--teacher-set needs --teacher-cfg"))
     configs = Configs(student, teacher)
     if problems:
-        error = _combined(problems)
+        error = combine(problems)
         if not any(getattr(p, "unreadable", False) for p in problems):
             error.partial = configs
         raise error

@@ -20,9 +20,13 @@ def _legacy_literal(value: Any) -> Any:
     return value
 
 
-def _where(key: str, source: str | None) -> str:
-    """`KEY (where its value came from)`: `file.yaml:LINE`, `--set`, `--teacher-set`, default."""
+def with_origin(key: str, source: str | None) -> str:
+    """`KEY (where its value came from)`: `file.yaml:LINE`, `--set`, `--teacher-set`, default.
+    Every message about a config value names it so."""
     return f"{key} ({source})" if source else key
+
+
+_where = with_origin  # the config package's short name for it
 
 
 def _bad(key: str, source: str | None, value: Any, allowed: str) -> ConfigError:

@@ -2,7 +2,7 @@
 multi-process batch loader, pre-flight validation, Cityscapes/list preparation, generated scenes.
 
     ds = SegDataset(cfg, mode="train", shard=(rank, nranks), seed=0)
-    with loader_from_config(cfg, ds) as loader:
+    with loader_from_config(cfg, ds, per_rank_batch) as loader:   # as the trainer does
         for batch in loader.epoch(epoch): exe.run(prog, feed=batch)
 
 Nothing here imports Paddle.

@@ -1,6 +1,7 @@
 """Pre-flight data validation: every list line parses, both files exist and decode, sizes match,
-label values lie in [0, NUM_CLASSES) or equal IGNORE_INDEX. `train`/`eval` call `require_valid_data`
-before any work; `segdistill data check` prints the report.
+label values lie in [0, NUM_CLASSES) or equal IGNORE_INDEX. `check_data` makes the report that
+`segdistill data check` prints; `require_valid_data` raises on a bad line, and is what `train` and
+`eval` run before any work (per --check-data: preflight.data_errors).
 
 Fast: a thread pool (PIL and numpy release the GIL while decoding); images are checked from the
 header only (size, mode) unless `decode_images=True`; labels must be decoded to see their values.
@@ -202,23 +203,3 @@ def require_valid_data(cfg: Any, splits: Sequence[str] = ("train", "val"), max_e
         error.report = report  # type: ignore[attr-defined]
         raise error
     return report
-
-
-CHECK_DATA_MODES = ("sample", "full", "off")
-DATA_CHECK_SAMPLE = 64  # lines per list checked in "sample" mode
-
-
-def check_data_mode(mode: str) -> None:
-    from ..errors import ConfigError
-
-    if mode not in CHECK_DATA_MODES:
-        raise ConfigError(f"--check-data: {mode!r} is not one of {', '.join(CHECK_DATA_MODES)}")
-
-
-def preflight_data(cfg: Any, splits: Sequence[str], mode: str = "sample", seed: int = 0) -> None:
-    """What `train` and `eval` run before any work, per `--check-data`: a seeded sample of lines
-    per list (default), every line (`full`), or nothing (`off`)."""
-    check_data_mode(mode)
-    if mode != "off":
-        require_valid_data(cfg, splits, sample=None if mode == "full" else DATA_CHECK_SAMPLE,
-                           seed=seed)

@@ -1,5 +1,5 @@
 """Cityscapes preparation: `*_gtFine_labelTrainIds.png` from `*_gtFine_labelIds.png` and the
-train/val/test lists the tutorial configs expect (reference/legacy-paddleseg.md §4.5).
+train/val/test lists the tutorial configs expect.
 
 Layout read (official): leftImg8bit/{split}/<city>/*_leftImg8bit.png,
 gtFine/{split}/<city>/*_gtFine_labelIds.png. Outputs are written atomically (temp file + rename),

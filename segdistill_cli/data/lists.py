@@ -1,5 +1,5 @@
 """List files in the legacy format: one sample per line, `image<SEP>label`, paths relative to
-`DATASET.DATA_DIR` (reference/legacy-paddleseg.md §4.3), plus a generic list builder.
+`DATASET.DATA_DIR` (as legacy PaddleSeg reads them), plus a generic list builder.
 
 Every entry remembers its list file and line number so that any later error can name the line.
 """

@@ -248,10 +248,11 @@ def batches(dataset: Any, batch_size: int, epoch: int = 0, num_workers: int = 0,
         yield from loader.epoch(epoch)
 
 
-def loader_from_config(cfg: Any, dataset: Any, batch_size: int | None = None,
+def loader_from_config(cfg: Any, dataset: Any, batch_size: int,
                        num_workers: int | None = None) -> BatchLoader:
-    """A BatchLoader with DATALOADER.NUM_WORKERS / BUF_SIZE and (default) BATCH_SIZE //
-    NUM_TRAINERS samples per batch (legacy: each trainer feeds its share of the global batch)."""
-    workers = cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers
-    size = batch_size or max(1, cfg.BATCH_SIZE // max(1, cfg.NUM_TRAINERS))
-    return BatchLoader(dataset, size, workers, default_prefetch(cfg.DATALOADER.BUF_SIZE, workers))
+    """A BatchLoader of `batch_size` samples (training: a trainer's share of the global batch,
+    launcher.per_rank_batch) with DATALOADER.NUM_WORKERS workers (or `num_workers`) and
+    BUF_SIZE-bounded prefetch. Train datasets drop the last partial batch, eval datasets keep it."""
+    workers = int(cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers)
+    return BatchLoader(dataset, batch_size, workers,
+                       default_prefetch(int(cfg.DATALOADER.BUF_SIZE), workers))

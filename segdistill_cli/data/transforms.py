@@ -1,7 +1,7 @@
 """The legacy training/eval augmentation (pdseg/data_aug.py + reader.process_image), one function
 per step, every random draw taken from an explicit `np.random.Generator`.
 
-Order (reference/legacy-paddleseg.md §4.4), train: resize (AUG_METHOD) -> RICH_CROP (blur, rotation,
+Order (as legacy), train: resize (AUG_METHOD) -> RICH_CROP (blur, rotation,
 aspect crop, colour jitter) -> vertical FLIP -> horizontal MIRROR -> random crop with bottom/right
 padding -> normalise. Eval: resize for eval -> bottom/right padding to EVAL_CROP_SIZE -> normalise.
 

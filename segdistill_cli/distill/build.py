@@ -1,7 +1,7 @@
 """Turn resolved DISTILL pairs into weighted loss terms inside the merged training program.
 
-The trainer's order (compat §3: ONE name generator for student, losses and optimizer, otherwise
-two ops can write the same temp name, e.g. `reshape2_0.tmp_0`):
+The trainer's order: ONE name generator for student, losses and optimizer, otherwise two ops can
+write the same temp name, e.g. `reshape2_0.tmp_0` (docs/design.md, Legacy facts: Name generators):
 
     from paddle.base import unique_name
     gen = unique_name.UniqueNameGenerator()
@@ -9,7 +9,7 @@ two ops can write the same temp name, e.g. `reshape2_0.tmp_0`):
         build student into (main, startup)
     build teacher under its own guard; run its startup / load weights in teacher_scope
     pairs = resolve_pairs(cfg.distill_pairs, main, teacher_main, s_aliases, t_aliases)
-    merge_teacher(teacher_main, main, place, teacher_scope, scope)
+    merge_teacher(teacher_main, main, place, teacher_scope, scope)     # distill/teacher.py
     with unique_name.guard(gen):                        # same generator again
         distill = add_distill_losses(main, startup, pairs, mask=mask)
         total = student_loss + distill.total
@@ -26,9 +26,9 @@ from ..errors import SegDistillError
 from ..paddle_env import import_paddle
 from .adapters import apply_adapter
 from .custom import accepts_mask, call_custom
-from .losses import (LOSS_BUILDERS, MASKED_LOSSES, at_resolution, confident_mask, correct_mask,
-                     valid_mask)
+from .losses import at_resolution, confident_mask, correct_mask, valid_mask
 from .pairs import ResolvedPair
+from .registry import LOSSES
 
 paddle = import_paddle()
 
@@ -104,7 +104,7 @@ def _check_no_name_clash(program: Any, first_new_op: int) -> None:
     """Fail now, not at step 1 with a broadcast error, if a new op overwrites an existing var.
 
     That happens when the losses are built under another unique_name generator than the student
-    (compat §3): both then generate e.g. `conv2d_0.tmp_0`.
+    (docs/design.md, Legacy facts: Name generators): both then generate e.g. `conv2d_0.tmp_0`.
     """
     ops = program.global_block().ops
     existing = {name for op in ops[:first_new_op] for name in op.output_arg_names}
@@ -133,7 +133,7 @@ def _mask_for(pair: ResolvedPair, like: Any, mask: Optional[Any], label: Optiona
             return None
         return valid_mask(label if mask is None else mask, mask, label, ignore_index)
     selecting = pair.options.get("mask", "none") != "none"
-    if pair.loss not in MASKED_LOSSES and not selecting:
+    if not LOSSES[pair.loss].reads_mask and not selecting:
         return None
     if mask is None and label is None:
         why = "to ignore IGNORE_INDEX pixels" if not selecting else f"for MASK {pair.options['mask']}"
@@ -150,7 +150,7 @@ def _loss(pair: ResolvedPair, students: list, teachers: list,
         teacher = teachers if pair.teacher_is_list else teachers[0]
         return call_custom(pair.function, student, teacher, dict(pair.options), mask,
                            f"{pair.where} ({pair.function_spec})"), {}
-    result = LOSS_BUILDERS[pair.loss](students, teachers, pair.options, mask)
+    result = LOSSES[pair.loss].build(students, teachers, pair.options, mask)
     if isinstance(result, dict):
         parts = dict(result)
         return parts.pop("loss"), parts

@@ -1,21 +1,23 @@
-"""Distillation losses between a student and a (frozen) teacher variable, static graph.
+"""Distillation losses between a student and a (frozen) teacher variable, static graph: the math.
+Which losses exist and what each reads is registry.py.
 
 Every function takes legacy static `Variable`s and returns an UNWEIGHTED scalar Variable;
 `build.add_distill_losses` multiplies by the pair's WEIGHT. The merged teacher variables are
 already stop_gradient (`merge`), and Paddle's backward skips branches computed only from them; the
 teacher-side intermediates are marked stop_gradient as well so that holds by construction, not by
-pruning (`merge.check_teacher_frozen` verifies no teacher-side gradient exists).
+pruning (`teacher.check_teacher_frozen` verifies no teacher-side gradient exists).
 
 Why our own code instead of `paddleslim.dist`: PaddleSlim 2.6's `soft_label` softmaxes over the last
 axis (W of NCHW logits, not classes) and its `fsp` calls the removed `paddle.fluid`
-(reference/paddle-compat.md §3). Only ops that accept legacy Variables in Paddle 2.6.2 are used,
-and `@` rather than `paddle.matmul` (the latter rejects legacy Variables from Paddle 3.2 on).
+(docs/design.md, Legacy facts: PaddleSlim's losses). Only ops that accept legacy Variables in
+Paddle 2.6.2 are used, and `@` rather than `paddle.matmul` (the latter rejects legacy Variables
+from Paddle 3.2 on).
 
 Conventions: tensors are NCHW; the class axis of logits is 1.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 from ..paddle_env import import_paddle
 
@@ -201,33 +203,3 @@ def at_resolution(var: Variable, like: Variable) -> Variable:
     if list(varf.shape[2:4]) != target_hw and all(d > 0 for d in target_hw):
         varf = F.interpolate(varf, size=target_hw, mode="nearest")
     return _frozen(varf)
-
-
-# ---- registry --------------------------------------------------------------------------------
-# name -> builder(students, teachers, options, mask) -> unweighted scalar, or a dict of named
-# unweighted parts whose "loss" entry is the scalar (the others are logged). `options` holds the
-# pair's temperatures and options (already defaulted); `mask` is the float pixel mask or None.
-LossBuilder = Callable[[Sequence[Variable], Sequence[Variable], dict, Optional[Variable]], Any]
-
-
-def _dist_parts(s: Sequence[Variable], t: Sequence[Variable], o: dict,
-                m: Optional[Variable]) -> dict[str, Variable]:
-    inter, intra = dist_terms(s[0], t[0], o["temperature"], m)
-    return {"loss": inter * o["inter_weight"] + intra * o["intra_weight"],
-            "inter": inter, "intra": intra}
-
-
-LOSS_BUILDERS: dict[str, LossBuilder] = {
-    "l2": lambda s, t, o, m: l2_loss(s[0], t[0]),
-    "soft_label": lambda s, t, o, m: soft_label_loss(
-        s[0], t[0], o["teacher_temperature"], o["student_temperature"], m),
-    "kl": lambda s, t, o, m: kl_loss(s[0], t[0], o["temperature"], m),
-    "dist": _dist_parts,
-    "fsp": lambda s, t, o, m: fsp_loss(s[0], s[1], t[0], t[1]),
-    "cwd": lambda s, t, o, m: cwd_loss(s[0], t[0], o["temperature"]),
-}
-
-# Losses that read the pixel mask (the trainer must pass mask or label).
-MASKED_LOSSES = frozenset({"kl", "soft_label", "dist"})
-# Losses that take a `MASK: confident | correct` option.
-PIXEL_SELECTING_LOSSES = frozenset({"kl", "soft_label"})

@@ -20,21 +20,12 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from ..config.values import with_origin
 from ..errors import ConfigError
 from .adapters import adapter_param_prefix
 from .custom import load_function
-
-DEFAULT_PREFIX = "teacher_"
-# Losses whose student and teacher tensors must have identical shapes (batch dim excepted).
-_SAME_SHAPE_LOSSES = {"l2", "soft_label", "kl", "cwd", "dist"}
-_MIN_RANK = {"l2": 1, "soft_label": 2, "kl": 2, "cwd": 3, "fsp": 4, "dist": 4}
-# MASK: confident keeps pixels whose teacher top probability reaches this (segdistill's choice,
-# not a published value; docs/design.md "Masked KL" gives the coverage it measured on CamVid).
-DEFAULT_CONFIDENCE_THRESHOLD = 0.7
-# DIST: the defaults of the authors' semantic-segmentation code (github.com/hunto/DIST_KD,
-# segmentation/losses/dist_kd.py and train_kd.py): beta (inter) = gamma (intra) = 1, softmax
-# without temperature (tau = 1), loss weight 1. See docs/design.md "DIST".
-DIST_DEFAULTS = {"inter_weight": 1.0, "intra_weight": 1.0}
+from .registry import LOSSES, loss_options
+from .teacher import TEACHER_FEEDS, TEACHER_PREFIX, merged_name
 
 Shape = tuple  # static shape; -1 marks an unknown dimension (the batch, usually)
 
@@ -137,7 +128,7 @@ class _VarTable:
 def resolve_pairs(pairs: Sequence[Mapping[str, Any]], student_program: Any, teacher_program: Any,
                   student_aliases: Optional[Mapping[str, str]] = None,
                   teacher_aliases: Optional[Mapping[str, str]] = None,
-                  prefix: str = DEFAULT_PREFIX,
+                  prefix: str = TEACHER_PREFIX,
                   data_name_map: Optional[Mapping[str, str]] = None,
                   source: Optional[str] = None) -> list[ResolvedPair]:
     """Check every pair (names, shapes, adapters, custom imports); build nothing.
@@ -148,26 +139,24 @@ def resolve_pairs(pairs: Sequence[Mapping[str, Any]], student_program: Any, teac
     Raises ConfigError with one line naming the pair, the side and the variable.
     """
     if not pairs:
-        raise ConfigError(_at("DISTILL", source) + ": no pairs; remove the section to use the "
-                          "tutorial's pair (teacher logits -> student logits, l2, 0.1)")
+        raise ConfigError(
+            with_origin("DISTILL", source) + ": no pairs; remove the section to use the "
+            "tutorial's pair (teacher logits -> student logits, l2, 0.1)")
     student = _VarTable(student_program, student_aliases, "student", exclude_prefix=prefix)
     teacher = _VarTable(teacher_program, teacher_aliases, "teacher")
-    mapped = dict(data_name_map or {"image": "image"})
+    mapped = dict(data_name_map or TEACHER_FEEDS)
     resolved: list[ResolvedPair] = []
     names_seen: dict[str, int] = {}
     for index, pair in enumerate(pairs):
         item = _resolve_one(index, pair, student, teacher, prefix, mapped, source)
         if item.name in names_seen:
-            raise ConfigError(f"{_at(item.where + '.NAME', source)}: {item.name!r} is also the "
-                              f"name of DISTILL[{names_seen[item.name]}]; give each pair its own "
-                              "NAME")
+            raise ConfigError(
+                f"{with_origin(item.where + '.NAME', source)}: {item.name!r} is also the "
+                f"name of DISTILL[{names_seen[item.name]}]; give each pair its own "
+                "NAME")
         names_seen[item.name] = index
         resolved.append(item)
     return resolved
-
-
-def _at(key: str, source: Optional[str]) -> str:
-    return f"{key} ({source})" if source else key
 
 
 def _names(value: Any) -> tuple[list[str], bool]:
@@ -194,30 +183,19 @@ def _resolve_one(index: int, pair: Mapping[str, Any], student: _VarTable, teache
     item = ResolvedPair(
         index=index, name=str(pair.get("NAME") or f"{loss}_{index}"), loss=loss,
         weight=float(pair.get("WEIGHT", 1.0)), student=s_names,
-        teacher=[_merged_name(n, prefix, data_name_map) for n in t_names],
+        teacher=[merged_name(n, data_name_map, prefix) for n in t_names],
         student_shapes=s_shapes, teacher_shapes=t_shapes, adapters=adapters,
         student_is_list=s_is_list, teacher_is_list=t_is_list)
     temperatures = _temperatures(pair)
     if loss == "custom":
         spec = str(pair.get("FUNCTION", ""))
-        item.function = load_function(spec, _at(f"{where}.FUNCTION", source))
+        item.function = load_function(spec, with_origin(f"{where}.FUNCTION", source))
         item.function_spec = spec
         explicit = {k: v for k, v in temperatures.items() if _explicit(pair, k)}
         item.options = {**explicit, **dict(pair.get("OPTIONS") or {})}
     else:
-        item.options = {**temperatures, **_loss_options(loss, pair)}
+        item.options = {**temperatures, **loss_options(loss, pair)}
     return item
-
-
-def _loss_options(loss: str, pair: Mapping[str, Any]) -> dict[str, Any]:
-    """The builtin losses' own options, defaulted (the config loader checked which apply)."""
-    if loss == "dist":
-        return {"inter_weight": float(pair.get("INTER_WEIGHT", DIST_DEFAULTS["inter_weight"])),
-                "intra_weight": float(pair.get("INTRA_WEIGHT", DIST_DEFAULTS["intra_weight"]))}
-    if loss in ("kl", "soft_label"):
-        return {"mask": str(pair.get("MASK", "none")),
-                "threshold": float(pair.get("THRESHOLD", DEFAULT_CONFIDENCE_THRESHOLD))}
-    return {}
 
 
 def _find(table: _VarTable, name: str, side: str, list_index: Optional[int],
@@ -232,13 +210,9 @@ def _find(table: _VarTable, name: str, side: str, list_index: Optional[int],
     close = table.suggestions(bare)
     hint = ("closest: " + ", ".join(close)) if close else \
         "no similar names (list them with `segdistill inspect-vars`)"
-    raise ConfigError(f"{_at(key, source)}: no variable or alias {name!r} in the {table.role} "
-                      f"program; {hint}")
-
-
-def _merged_name(name: str, prefix: str, data_name_map: Mapping[str, str]) -> str:
-    """The name a teacher variable has after `merge` (mapped data vars take the student's name)."""
-    return data_name_map.get(name, prefix + name)
+    raise ConfigError(
+        f"{with_origin(key, source)}: no variable or alias {name!r} in the {table.role} "
+        f"program; {hint}")
 
 
 def _temperatures(pair: Mapping[str, Any]) -> dict[str, float]:
@@ -262,8 +236,9 @@ def _plan_adapters(index: int, pair: Mapping[str, Any], s_names: list[str],
     want_resize = str(pair.get("RESIZE", "none")).lower() == "bilinear"
     where = f"DISTILL[{index}]"
     if (want_conv or want_resize) and len(s_names) != len(t_shapes):
-        raise ConfigError(f"{_at(where, source)}: ADAPTER/RESIZE need as many STUDENT as TEACHER "
-                          f"variables (got {len(s_names)} and {len(t_shapes)})")
+        raise ConfigError(
+            f"{with_origin(where, source)}: ADAPTER/RESIZE need as many STUDENT as TEACHER "
+            f"variables (got {len(s_names)} and {len(t_shapes)})")
     plans = []
     for k, (name, s_shape) in enumerate(zip(s_names, s_shapes)):
         prefix = adapter_param_prefix(index, k, len(s_names))
@@ -273,16 +248,19 @@ def _plan_adapters(index: int, pair: Mapping[str, Any], s_names: list[str],
             continue
         t_shape = t_shapes[k]
         if len(s_shape) != 4 or len(t_shape) != 4:
-            raise ConfigError(f"{_at(where, source)}: ADAPTER/RESIZE need NCHW variables; student "
-                              f"{name} is {list(s_shape)}, teacher is {list(t_shape)}")
+            raise ConfigError(
+                f"{with_origin(where, source)}: ADAPTER/RESIZE need NCHW variables; student "
+                f"{name} is {list(s_shape)}, teacher is {list(t_shape)}")
         out_channels = t_shape[1] if want_conv else None
         out_hw = (t_shape[2], t_shape[3]) if want_resize else None
         if (want_conv and in_channels <= 0) or (out_channels is not None and out_channels <= 0):
-            raise ConfigError(f"{_at(where, source)}: ADAPTER conv1x1 needs known channel counts "
-                              f"(student {list(s_shape)}, teacher {list(t_shape)})")
+            raise ConfigError(
+                f"{with_origin(where, source)}: ADAPTER conv1x1 needs known channel counts "
+                f"(student {list(s_shape)}, teacher {list(t_shape)})")
         if out_hw is not None and min(out_hw) <= 0:
-            raise ConfigError(f"{_at(where, source)}: RESIZE bilinear needs the teacher's static "
-                              f"height and width (teacher is {list(t_shape)})")
+            raise ConfigError(
+                f"{with_origin(where, source)}: RESIZE bilinear needs the teacher's static "
+                f"height and width (teacher is {list(t_shape)})")
         plans.append(AdapterPlan(name, prefix, in_channels, out_channels, out_hw))
     return plans
 
@@ -307,15 +285,16 @@ def _dims_agree(a: Shape, b: Shape, dims: Sequence[int]) -> bool:
 def _check_shapes(where: str, loss: str, s_names: list[str], s_shapes: list[Shape],
                   t_names: list[str], t_shapes: list[Shape], pair: Mapping[str, Any],
                   source: Optional[str]) -> None:
+    spec = LOSSES[loss]
     for name, shape in list(zip(s_names, s_shapes)) + list(zip(t_names, t_shapes)):
-        if len(shape) < _MIN_RANK[loss]:
-            raise ConfigError(f"{_at(where, source)}: LOSS {loss} needs at least "
-                              f"{_MIN_RANK[loss]}-D variables; {name} is {list(shape)}")
-    if loss in _SAME_SHAPE_LOSSES:
+        if len(shape) < spec.min_rank:
+            raise ConfigError(f"{with_origin(where, source)}: LOSS {loss} needs at least "
+                              f"{spec.min_rank}-D variables; {name} is {list(shape)}")
+    if spec.same_shape:
         s_shape, t_shape = s_shapes[0], t_shapes[0]
         if len(s_shape) != len(t_shape) or not _dims_agree(s_shape, t_shape,
                                                            range(1, len(s_shape))):
-            raise ConfigError(f"{_at(where, source)}: student {s_names[0]} has shape "
+            raise ConfigError(f"{with_origin(where, source)}: student {s_names[0]} has shape "
                               f"{list(s_shape)} but teacher {t_names[0]} has {list(t_shape)}"
                               f"{_adapter_hint(s_shape, t_shape, pair)}")
     elif loss == "fsp":
@@ -337,12 +316,13 @@ def _check_fsp(where: str, s_names: list[str], s_shapes: list[Shape], t_names: l
     """FSP matrices: H, W equal and static within a side; channel counts equal across sides."""
     for side, names, shapes in (("student", s_names, s_shapes), ("teacher", t_names, t_shapes)):
         if not _dims_agree(shapes[0], shapes[1], [2, 3]) or min(shapes[0][2:]) <= 0:
-            raise ConfigError(f"{_at(where, source)}: fsp needs two {side} variables with the same "
-                              f"static height and width; {names[0]} is {list(shapes[0])}, "
-                              f"{names[1]} is {list(shapes[1])}")
+            raise ConfigError(
+                f"{with_origin(where, source)}: fsp needs two {side} variables with the same "
+                f"static height and width; {names[0]} is {list(shapes[0])}, "
+                f"{names[1]} is {list(shapes[1])}")
     for k in range(2):
         if not _dims_agree(s_shapes[k], t_shapes[k], [1]):
-            raise ConfigError(f"{_at(where, source)}: fsp student {s_names[k]} has shape "
+            raise ConfigError(f"{with_origin(where, source)}: fsp student {s_names[k]} has shape "
                               f"{list(s_shapes[k])} but teacher {t_names[k]} has "
                               f"{list(t_shapes[k])}; their channel counts must match"
                               + ("" if pair.get("ADAPTER", "none") != "none"

@@ -1,6 +1,6 @@
 """Checkpoints that survive crashes: written to a temporary folder, then renamed into place.
 
-Layout (legacy `fluid.save` names, reference §1.4), `<MODEL_SAVE_DIR>/<name>/` with name = the
+Layout (legacy `fluid.save` names), `<MODEL_SAVE_DIR>/<name>/` with name = the
 epoch number, `final` or `best_model`:
 
 * `model.pdparams` — pickled `{name: ndarray}` of the **student's** Parameters, BN moving
@@ -48,15 +48,18 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import numpy as np
 
 from .. import __version__
-from ..atomic import replace_dir
+from ..atomic import staged_dir
+from ..distill.adapters import ADAPTER_PREFIX
+from ..distill.teacher import TEACHER_PREFIX
 from ..errors import ConfigError, SegDistillError
+from ..weights import PDPARAMS_FILE
 
-PARAMS_FILE = "model.pdparams"
+PARAMS_FILE = PDPARAMS_FILE  # the student's weights: the file eval and legacy tools read
 OPT_FILE = "model.pdopt"
 META_FILE = "meta.json"
 LR_SCHEDULER_KEY = "LR_Scheduler"
-TEACHER_PREFIXES: Tuple[str, ...] = ("teacher_",)
-ADAPTER_PREFIXES: Tuple[str, ...] = ("distill_adapter_",)
+TEACHER_PREFIXES: Tuple[str, ...] = (TEACHER_PREFIX,)
+ADAPTER_PREFIXES: Tuple[str, ...] = (ADAPTER_PREFIX,)
 # Test hook: seconds to sleep after each file of a save (lets a test kill a writer mid-save).
 PAUSE_ENV = "SEGDISTILL_TEST_SAVE_PAUSE"
 
@@ -191,11 +194,11 @@ def _write_checkpoint(save_dir: Path, name: str, files: Dict[str, bytes], meta: 
     record)), plus meta.json written LAST (it marks completeness) with every file's size and
     sha256, all in a temporary folder that is then swapped into place. On any error the
     temporary folder is removed and every existing checkpoint is left as it was."""
-    tmp = _temp_path(save_dir, name, "tmp")
-    try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+    final = save_dir / name
+    # Names `clean_stale` recognises: it removes a dead writer's tmp folder and puts an `old`
+    # one back after a crash mid-swap.
+    with staged_dir(final, _temp_path(save_dir, name, "tmp"),
+                    aside=_temp_path(save_dir, name, "old")) as tmp:
         records = {}
         for file_name, data in files.items():
             records[file_name] = _write_file(tmp / file_name, data)
@@ -205,17 +208,6 @@ def _write_checkpoint(save_dir: Path, name: str, files: Dict[str, bytes], meta: 
         meta = dict(meta, **{FILES_KEY: records})
         _write_file(tmp / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
         _fsync_dir(tmp)
-        return _install(save_dir, tmp, name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _install(save_dir: Path, tmp: Path, name: str) -> Path:
-    """Rename the finished `tmp` folder to `save_dir/name`, replacing an existing one safely."""
-    final = save_dir / name
-    # The aside name is one `clean_stale` recognises, to put it back after a crash mid-swap.
-    replace_dir(tmp, final, aside=_temp_path(save_dir, name, "old"))
     _fsync_dir(save_dir)
     return final
 

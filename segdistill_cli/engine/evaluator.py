@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..data.dataset import SegDataset
-from ..data.loader import BatchLoader
+from ..data.loader import loader_from_config
 from ..errors import ConfigError
 from ..paddle_env import import_paddle
 from ..palettes import class_names as _class_names
@@ -61,6 +61,13 @@ class EvalResult:
             "seconds": round(self.seconds, 3), "shards": self.shards,
             "confusion_matrix": m.matrix.tolist(),
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "EvalResult":
+        """The inverse of `to_json` (the derived numbers come again from the matrix)."""
+        matrix = ConfusionMatrix.from_matrix(np.asarray(data["confusion_matrix"], dtype=np.int64))
+        return cls(matrix, int(data["num_images"]), float(data["seconds"]), bool(data["flip"]),
+                   tuple(data["scales"]), list(data["class_names"]), int(data["shards"]))
 
 
 def parse_scales(text: Optional[str]) -> tuple[float, ...]:
@@ -191,7 +198,7 @@ class Evaluator:
             # Fewer workers than batches only costs start-up time.
             batches = -(-total // self.batch_size)
             workers = min(self.num_workers, max(0, batches - 1))
-            with BatchLoader(self.dataset, self.batch_size, workers, drop_last=False) as loader:
+            with loader_from_config(self.cfg, self.dataset, self.batch_size, workers) as loader:
                 for batch in loader.epoch(0):
                     pred = self.predictor.predict(batch["image"])
                     matrix.update(pred, batch["label"][:, 0], batch["mask"][:, 0])

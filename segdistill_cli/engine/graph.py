@@ -1,9 +1,9 @@
 """The distillation training graph, built the legacy way (docs/design.md "Legacy facts"):
 
-student train program (own name generator) + label/mask feeds + CE  →  teacher program (own name
-generator, `clone(for_test=True)`, own scope, weights loaded strictly)  →  `paddleslim.dist.merge`
-(`teacher_` prefix)  →  distill losses between named variables  →  ONE optimizer on
-`CE + Σ weighted distill terms` (legacy's second optimizer on CE alone was a bug).
+student train program (own name generator) + label/mask feeds + CE  →  the teacher, built, loaded
+strictly, merged and given its kernels (distill/teacher.py)  →  distill losses between named
+variables  →  ONE optimizer on `CE + Σ weighted distill terms` (legacy's second optimizer on CE
+alone was a bug)  →  the teacher's frozen check.
 
 Everything the student adds after the model (feeds, losses, adapters, optimizer) is appended under
 the student's own name generator: otherwise two ops can write the same temp name (docs/design.md "Legacy facts").
@@ -16,19 +16,14 @@ from typing import Any, Callable, Optional
 
 from ..config import Configs
 from ..distill.build import DistillLosses, add_distill_losses
-from ..distill.merge import check_teacher_frozen, merge_teacher
 from ..distill.pairs import ResolvedPair, resolve_pairs
-from ..errors import ConfigError, SegDistillError
+from ..distill.teacher import (TEACHER_PREFIX, attach_teacher, build_teacher_program,
+                               check_teacher_frozen)
 from ..launcher import RunContext, distributed_optimizer, launch_log_dir
 from ..paddle_env import import_paddle
-from ..programs import (BuiltProgram, build_student_train, build_teacher, crop_hw,
-                        use_onednn_for_inference)
-from ..weights import load_weights
+from ..programs import BuiltProgram, build_student_train, crop_hw
 from .seg_loss import softmax_ce_loss
 from .solver import build_optimizer
-
-TEACHER_PREFIX = "teacher_"
-
 
 @dataclass
 class TrainGraph:
@@ -91,30 +86,6 @@ def plan_pairs(configs: Configs, student: BuiltProgram, teacher: BuiltProgram) -
                          source=configs.student.origin("DISTILL"))
 
 
-def build_teacher_program(configs: Configs, student: BuiltProgram) -> BuiltProgram:
-    """The teacher, fed the student's image (same shape), in inference mode."""
-    if configs.teacher is None:
-        raise ConfigError("distillation needs --teacher-cfg (or pass --no-teacher)")
-    return build_teacher(configs.teacher, list(student.image.shape))
-
-
-def load_teacher(configs: Configs, teacher: BuiltProgram, exe: Any, place: Any,
-                 log: Callable[[str], None]) -> Any:
-    """Run the teacher's startup in its own scope and load its weights strictly (every parameter,
-    right shape, or an error naming them — never a silently random teacher)."""
-    paddle = import_paddle()
-    teacher_dir = configs.teacher.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR
-    if not teacher_dir:
-        raise ConfigError("SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR is not set in the teacher "
-                              "config: the teacher's weights are required")
-    teacher_scope = paddle.static.Scope()
-    exe.run(teacher.startup, scope=teacher_scope)
-    report = load_weights(teacher.main, teacher_dir, scope=teacher_scope, place=place, strict=True,
-                          label="teacher weights (SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR)")
-    log(f"teacher: {len(report.loaded)}/{report.total} parameters loaded from {teacher_dir}")
-    return teacher_scope
-
-
 def add_student_loss(student: BuiltProgram, cfg: Any) -> tuple[Any, Any, Any, Any]:
     """label/mask feeds ([-1,1,H,W] int32, legacy), the distillation's pixel mask
     (`distill_mask`: image pixels, padding excluded; data/dataset.py) and the CE loss, under
@@ -152,12 +123,7 @@ def build_train_graph(configs: Configs, ctx: RunContext, train_total_images: int
     if use_teacher:
         teacher = teacher or build_teacher_program(configs, student)
         pairs = pairs if pairs is not None else plan_pairs(configs, student, teacher)
-        teacher_scope = load_teacher(configs, teacher, exe, place, log)
-        first_teacher_op = len(student.main.global_block().ops)
-        merge_teacher(teacher.main, student.main, place, teacher_scope, scope,
-                      prefix=TEACHER_PREFIX)
-        # PaddleSlim's merge copies only an op's main attributes; `use_mkldnn` is an "extra" one.
-        use_onednn_for_inference(student.main, first_teacher_op)
+        attach_teacher(configs, student, teacher, exe, place, scope, log)
         with student.guard():
             distill = add_distill_losses(student.main, student.startup, pairs, mask=pixels,
                                          label=label, ignore_index=int(cfg.DATASET.IGNORE_INDEX),
@@ -173,7 +139,7 @@ def build_train_graph(configs: Configs, ctx: RunContext, train_total_images: int
                                           launch_log_dir(Path(cfg.TRAIN.MODEL_SAVE_DIR)))
         optimizer.minimize(total)
     if distill is not None:
-        check_teacher_frozen(student.main, TEACHER_PREFIX)  # no teacher grads, no teacher updates
+        check_teacher_frozen(student.main)  # no teacher grads, no teacher updates
     exe.run(student.startup, scope=scope)
     return TrainGraph(student, teacher, scope, place, exe, label, mask, ce, distill, total,
                       scheduler, pairs or [], coverage, getattr(optimizer, "report", None))

@@ -1,4 +1,4 @@
-"""The legacy PaddleSeg confusion matrix and the numbers derived from it (reference §4.2).
+"""The legacy PaddleSeg confusion matrix and the numbers derived from it.
 
 Rows are ground-truth labels, columns are predictions, counted over valid pixels only. The
 definitions follow `pdseg/metrics.py` so published mIoUs compare like with like:

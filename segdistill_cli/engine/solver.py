@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule, as legacy `pdseg/solver.py` built them (reference §1.7).
+"""Optimizer and learning-rate schedule, as legacy `pdseg/solver.py` built them.
 
 The schedule is a pure function of the global step (`legacy_lr`), wrapped in a Paddle
 `LRScheduler` so the static-graph optimizer reads it: the executor copies `scheduler()` into the

@@ -90,6 +90,7 @@ def check_teacher(student_cfg: Any, teacher_cfg: Any, place: Any,
     if num_images <= 0:
         return None
     from ..paddle_env import import_paddle
+    from ..distill.teacher import WEIGHTS_LABEL
     from ..weights import load_weights
     from .evaluator import Evaluator
 
@@ -105,8 +106,7 @@ def check_teacher(student_cfg: Any, teacher_cfg: Any, place: Any,
     step = max(1, len(entries) // num_images)
     evaluator.dataset.entries = entries[::step][:num_images]
     load_weights(evaluator.main_program, cfg.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR, scope=scope,
-                 place=place, strict=True,
-                 label="teacher weights (SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR)")
+                 place=place, strict=True, label=WEIGHTS_LABEL)
     result = evaluator.evaluate()
     matrix = result.matrix
     name, majority, top, share = verdict(matrix.matrix)

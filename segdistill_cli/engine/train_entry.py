@@ -5,10 +5,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..config import Configs
-from ..data.check import check_data_mode
 from ..errors import ConfigError, Interrupted
-from ..launcher import (SEED_ENV, SYNC_BN_NEEDS_GPU, LaunchRequest, draw_seed, launch_log_dir,
-                        per_rank_batch, plan_launch, run_context, run_launch)
+from ..launcher import (SEED_ENV, SYNC_BN_NEEDS_GPU, LaunchKind, LaunchRequest, draw_seed,
+                        launch_log_dir, per_rank_batch, plan_launch, run_context, run_launch)
+from ..preflight import check_data_mode
 from .preemption import Preempted, ignore_stop_signals, resume_command
 from .trainer import Trainer, TrainOptions
 
@@ -32,7 +32,7 @@ def run_train(configs: Configs, argv: Sequence[str], gpus: Optional[str] = None,
                             master=master, node_rank=node_rank,
                             log_dir=str(launch_log_dir(save_dir, node_rank)))
     plan = plan_launch(request, argv)
-    if plan.kind == "launch":
+    if plan.kind == LaunchKind.LAUNCH:
         check_before_launch(configs, request, seed)
         # Every worker must draw the same data order: one seed, drawn here, for all of them.
         try:

@@ -69,7 +69,7 @@ class TrainLogger:
             self._vdl.add_scalar("train/lr", lr, global_step)
         losses = " ".join(f"{k}={v:.4f}" for k, v in means.items())
         line = (f"epoch={epoch} step={global_step} ({step_in_epoch}/{steps_per_epoch}) lr={lr:.6f} "
-                f"{losses} step/sec={speed:.3f} | ETA {_hms(eta)}"
+                f"{losses} step/sec={speed:.3f} | ETA {format_duration(eta)}"
                 + (f" + {unmeasured_evals} eval(s)" if unmeasured_evals else ""))
         if self._progress is not None:
             self._progress.console.print(line)
@@ -130,15 +130,23 @@ def log_key(term: str) -> str:
     return term if "/" in term else f"loss/{term}"
 
 
-def _vdl_writer(logdir: Path) -> Any:
+def visualdl_log_writer() -> Any:
+    """VisualDL's LogWriter class; a ConfigError when VisualDL is not installed (train's
+    pre-flight calls this for --vdl, before step 1)."""
     try:
         from visualdl import LogWriter
     except ImportError:
-        raise ConfigError("--vdl needs VisualDL: pip install 'segdistill[vdl]' "
-                              "(or pip install visualdl)") from None
-    return LogWriter(logdir=str(logdir))
+        raise ConfigError("--vdl needs VisualDL: pip install 'segdistill[vdl]'") from None
+    return LogWriter
 
 
-def _hms(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+def _vdl_writer(logdir: Path) -> Any:
+    return visualdl_log_writer()(logdir=str(logdir))
+
+
+def format_duration(seconds: float) -> str:
+    """`H:MM:SS`, to the nearest second (elapsed times and ETAs)."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"

@@ -1,6 +1,6 @@
 """The training loop: pre-flight, epochs over the loader, logs, snapshots, eval, best model, resume.
 
-Order of a run (reference §1.3, with legacy's quirks fixed and documented in the README):
+Order of a run (legacy's order, with legacy's quirks fixed and documented in the README):
 pre-flight (every check before step 1) → build the graph → student init (resume, or tolerant
 pretrained load) → epochs → every SNAPSHOT_EPOCH and at the end a checkpoint (+ eval and
 best_model/ with --do-eval) → `final/`. Every TRAIN.CHECKPOINT_STEPS steps, and on SIGTERM /
@@ -28,20 +28,22 @@ import numpy as np
 from .. import __version__
 from ..config import Configs
 from ..config.diff import training_changes
+from ..config.values import with_origin
 from ..config.view import used_values
-from ..data.check import preflight_data
-from ..data.loader import BatchLoader, default_prefetch
+from ..data.loader import BatchLoader, loader_from_config
 from ..data.mixed import check_unlabeled_split, schedule_images, train_set as build_train_set
-from ..errors import ConfigError, SegDistillError, combine
+from ..distill.teacher import (TEACHER_PREFIX, WEIGHTS_KEY, build_teacher_program,
+                               check_teacher_weights, teacher_persistables)
+from ..errors import ConfigError, SegDistillError
 from ..launcher import RunContext, per_rank_batch, shared_random_seed
+from ..preflight import config_errors, data_errors, raise_all
 from ..weights import load_weights
 from . import checkpoints, run_dir
 from .evaluator import Evaluator
 from .teacher_check import TeacherCheck, check_teacher, enforce
-from .graph import (TEACHER_PREFIX, TrainGraph, build_teacher_program, build_train_graph,
-                    plan_pairs, seeded_student)
+from .graph import TrainGraph, build_train_graph, plan_pairs, seeded_student
 from .preemption import LINE_START, Preempted, StopRequest, resume_command
-from .train_log import TrainLogger
+from .train_log import TrainLogger, format_duration, visualdl_log_writer
 
 DRY_RUN_STEPS = 3
 
@@ -132,23 +134,18 @@ class Trainer:
 
         Returns the student/teacher programs and resolved pairs so the build does not repeat them.
         """
-        from ..config import fatal, validate
-
-        problems = validate(self.configs, "train", do_eval=self.options.do_eval,
-                            use_teacher=self.options.use_teacher)
-        for p in problems:
-            if not p.fatal:
-                self.echo(f"warning: {p}")
-        errors: list[SegDistillError] = [ConfigError(str(p)) for p in fatal(problems)]
-        if not errors:
-            errors += self._check_data()
+        errors = config_errors(self.configs, "train", lambda p: self.echo(f"warning: {p}"),
+                               do_eval=self.options.do_eval, use_teacher=self.options.use_teacher)
+        configs_ok = not errors
+        if configs_ok:
+            errors += data_errors(self.cfg, self._data_splits(), self.options.check_data,
+                                  self.seed)
         errors += self._check_batch_and_save_dir()
         errors += self._check_resume()
         errors += self._check_existing_run()
-        if self.options.use_teacher and not fatal(problems):
-            errors += self._check_teacher_weights()
-        if errors:
-            raise combine(errors)
+        if self.options.use_teacher and configs_ok:
+            errors += check_teacher_weights(self.configs.teacher)
+        raise_all(errors)
         student = seeded_student(self.cfg, self.seed)
         teacher, pairs = None, []
         if self.options.use_teacher:
@@ -164,40 +161,14 @@ class Trainer:
         images = int(self.cfg.TRAIN.TEACHER_CHECK_IMAGES)
         check = check_teacher(self.cfg, self.configs.teacher, self.ctx.place(), images)
         self.echo(check.summary() if check else "teacher check: off (TRAIN.TEACHER_CHECK_IMAGES=0)")
-        enforce(check, self.options.allow_weak_teacher,
-                self.configs.teacher.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR, self.echo)
+        enforce(check, self.options.allow_weak_teacher, self.configs.teacher.get_key(WEIGHTS_KEY),
+                self.echo)
         return check
 
-    def _check_data(self) -> list[SegDistillError]:
-        splits = ["train"] + (["val"] if self.options.do_eval else []) + (
+    def _data_splits(self) -> list[str]:
+        """The lists this run reads: train, val with --do-eval, the unlabelled images if any."""
+        return ["train"] + (["val"] if self.options.do_eval else []) + (
             ["unlabeled"] if self.cfg.DATASET.UNLABELED_FILE_LIST else [])
-        try:
-            preflight_data(self.cfg, splits, self.options.check_data, seed=self.seed)
-        except SegDistillError as exc:
-            return [exc]
-        return []
-
-    def _check_teacher_weights(self) -> list[SegDistillError]:
-        """Every teacher parameter present with the right shape (file headers only, fast); the
-        values are loaded strictly later, still before step 1."""
-        from ..models import parameter_manifest
-        from ..weights import check_structure
-
-        teacher_cfg = self.configs.teacher
-        if teacher_cfg is None:
-            return [ConfigError("distillation needs --teacher-cfg (or pass --no-teacher)")]
-        folder = teacher_cfg.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR
-        try:
-            if folder:
-                checkpoints.verify_weights_path(folder)  # a damaged teacher checkpoint, named
-            report = check_structure(folder, parameter_manifest(teacher_cfg))
-        except SegDistillError as exc:
-            return [exc]
-        if not report.ok:
-            key = "SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR"
-            return [ConfigError(f"teacher weights ({key}, {teacher_cfg.origin(key)}) do not fit "
-                                f"the teacher config: {report.describe()}")]
-        return []
 
     def _check_batch_and_save_dir(self) -> list[SegDistillError]:
         errors = []
@@ -208,9 +179,9 @@ class Trainer:
             errors.append(exc)
         if self.options.vdl:
             try:
-                import visualdl  # noqa: F401
-            except ImportError:
-                errors.append(ConfigError("--vdl needs VisualDL: pip install 'segdistill[vdl]'"))
+                visualdl_log_writer()
+            except ConfigError as exc:
+                errors.append(exc)
         if self.ctx.is_main and self.cfg.TRAIN.MODEL_SAVE_DIR:
             reason = run_dir.probe_writable(self.save_dir)
             if reason:
@@ -220,7 +191,7 @@ class Trainer:
 
     def _key(self, key: str) -> str:
         """`KEY (where the student's value came from)` for messages."""
-        return f"{key} ({self.cfg.origin(key)})"
+        return with_origin(key, self.cfg.origin(key))
 
     def _check_existing_run(self) -> list[SegDistillError]:
         """A fresh start into a folder that holds a run is refused (nothing is written) unless
@@ -318,9 +289,7 @@ class Trainer:
         if graph.collective is not None:
             self.echo(f"data-parallel rank {self.ctx.rank}/{self.ctx.nranks}: "
                       f"{graph.collective.describe(TEACHER_PREFIX)}")
-        workers = int(self.cfg.DATALOADER.NUM_WORKERS)
-        loader = BatchLoader(train_set, batch, workers,
-                             default_prefetch(int(self.cfg.DATALOADER.BUF_SIZE), workers))
+        loader = loader_from_config(self.cfg, train_set, batch)
         if loader.num_batches(0) == 0:
             raise ConfigError(f"DATASET.TRAIN_FILE_LIST has {len(train_set)} samples for this "
                                   f"trainer, fewer than one batch of {batch}")
@@ -549,10 +518,9 @@ class Trainer:
         if not self.ctx.distributed:
             return
         from ..collective import scope_sha256
-        from ..distill.merge import teacher_persistables
 
         student = graph.student_trainable()
-        teacher = teacher_persistables(graph.main, TEACHER_PREFIX) if graph.teacher else []
+        teacher = teacher_persistables(graph.main) if graph.teacher else []
         self.echo(f"rank {self.ctx.rank}/{self.ctx.nranks} {when}: student sha256 "
                   f"{scope_sha256(graph.scope, student)} ({len(student)} trained parameters), "
                   f"teacher sha256 {scope_sha256(graph.scope, teacher)} ({len(teacher)} variables)")
@@ -672,10 +640,3 @@ def _gpu_memory() -> str:
     except Exception:  # noqa: BLE001 - memory reporting must never fail a run
         pass
     return ""
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"

@@ -1,6 +1,7 @@
 """`segdistill fetch`: download, verify, safely extract and check the pretrained models.
 
-Flow per model (DESIGN.md decision 9, "nothing lost"):
+Flow per model (nothing is lost: an interrupted fetch resumes, a bad archive never replaces a good
+folder):
 
 1. Already there? A lock entry, the folder, and a passing structural check -> `present`, no network.
 2. Get the archive: `--from FILE` (no network), or stream the URL into `<dest>/<file>.part` with
@@ -31,11 +32,11 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..errors import ConfigError, SegDistillError
 from ..weights import check_structure
-from .http_download import (CHUNK, Downloaded, FetchInterrupted, _os_error, download,
-                       sha256_file)
+from .http_download import (CHUNK, Downloaded, FetchInterrupted, download, failure_from_os_error,
+                            sha256_file)
 from .extract import install_archive
 from .lockfile import LOCK_FILE, FetchResult, LockFile
-from .progress import PlainProgress, RichProgress, _size, default_progress
+from .progress import PlainProgress, RichProgress, default_progress, format_size
 from .registry import REGISTRY, ROLES, ModelSpec, model_manifest, model_name, select_models
 
 __all__ = ["CHUNK", "DEFAULT_DEST", "Downloaded", "FetchInterrupted", "FetchOptions",
@@ -94,7 +95,7 @@ def fetch_models(names: Sequence[str] = (), dest: str | os.PathLike = DEFAULT_DE
     try:
         opts.dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _os_error(exc, f"creating {opts.dest}") from exc
+        raise failure_from_os_error(exc, f"creating {opts.dest}") from exc
     lock = LockFile(opts.dest)
     return [_fetch_one(spec, opts, lock) for spec in select_models(names)]
 
@@ -138,7 +139,7 @@ def _fetch_one(spec: ModelSpec, opts: FetchOptions, lock: LockFile) -> FetchResu
     lock.record(spec.name, source, size, digest)
     if from_file is None:
         archive.unlink(missing_ok=True)
-    opts.log(f"{spec.name}: {status}, {_size(size)}, sha256 {digest[:16]}..., into {folder}")
+    opts.log(f"{spec.name}: {status}, {format_size(size)}, sha256 {digest[:16]}..., into {folder}")
     return FetchResult(spec.name, source, str(folder), size, digest, status)
 
 

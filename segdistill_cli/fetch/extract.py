@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 from ..atomic import replace_dir
 from ..errors import SegDistillError
 from ..weights import check_structure
-from .http_download import _os_error, _short
+from .http_download import failure_from_os_error, short_error
 
 
 def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
@@ -36,7 +36,7 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
 
 def _corrupt(archive: Path, exc: BaseException) -> SegDistillError:
     return SegDistillError(f"corrupt archive {archive} (truncated or not a .tgz): "
-                           f"{_short(exc) or type(exc).__name__}")
+                           f"{short_error(exc) or type(exc).__name__}")
 
 
 def install_archive(archive: Path, folder: Path, manifest: Mapping[str, Sequence[int]]) -> None:
@@ -58,7 +58,8 @@ def install_archive(archive: Path, folder: Path, manifest: Mapping[str, Sequence
             raise _corrupt(archive, exc) from exc
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise _os_error(exc, f"extracting {archive.name} into {folder.parent}") from exc
+                raise failure_from_os_error(
+                    exc, f"extracting {archive.name} into {folder.parent}") from exc
             raise _corrupt(archive, exc) from exc
         root = _archive_root(tmp, archive)
         report = check_structure(root, manifest)

@@ -88,7 +88,7 @@ def download(url: str, part: Path, *, session: Any = None, timeout: tuple[float,
             if _is_dns_failure(exc):
                 raise SegDistillError(f"no network: cannot resolve the host of {url} "
                                       "(offline? use --mirror or --from FILE)") from exc
-            last = f"{type(exc).__name__}: {_short(exc)}"
+            last = f"{type(exc).__name__}: {short_error(exc)}"
         except KeyboardInterrupt:
             size = part.stat().st_size if part.exists() else 0
             raise FetchInterrupted(f"interrupted; kept the partial download {part} ({size} "
@@ -158,9 +158,9 @@ def _stream_body(resp: Any, part: Path, state: _PartState, progress: Any) -> Non
             except (requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ConnectionError) as exc:
                 raise _Retry(f"connection dropped after {state.hashed} bytes "
-                             f"({_short(exc)})") from exc
+                             f"({short_error(exc)})") from exc
     except OSError as exc:
-        raise _os_error(exc, f"writing {part}", keep=part) from exc
+        raise failure_from_os_error(exc, f"writing {part}", keep=part) from exc
 
 
 def _is_dns_failure(exc: BaseException) -> bool:
@@ -179,12 +179,12 @@ def _is_dns_failure(exc: BaseException) -> bool:
     return False
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text if len(text) < 200 else text[:197] + "..."
 
 
-def _os_error(exc: OSError, doing: str, keep: Optional[Path] = None) -> SegDistillError:
+def failure_from_os_error(exc: OSError, doing: str, keep: Optional[Path] = None) -> SegDistillError:
     kept = f"; partial data kept in {keep} to resume" if keep else ""
     if exc.errno == errno.ENOSPC:
         return SegDistillError(f"disk full while {doing}: free some space and run again{kept}")

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from ..atomic import write_text_atomic
 from ..errors import SegDistillError
-from .http_download import _os_error
+from .http_download import failure_from_os_error
 
 LOCK_FILE = "fetch.lock.json"
 
@@ -50,4 +50,4 @@ class LockFile:
         try:
             write_text_atomic(self.path, text + "\n")
         except OSError as exc:
-            raise _os_error(exc, f"writing {self.path}") from exc
+            raise failure_from_os_error(exc, f"writing {self.path}") from exc

@@ -15,8 +15,8 @@ class PlainProgress:
     def start(self, label: str, total: Optional[int], done: int) -> None:
         self.label, self.total, self.done, self.start_done = label, total, done, done
         self.t0, self.next_mark = time.monotonic(), self._mark_after(done)
-        size = _size(total) if total else "(size unknown)"
-        self._line(f"{label}: resuming at {_size(done)} of {size}" if done
+        size = format_size(total) if total else "(size unknown)"
+        self._line(f"{label}: resuming at {format_size(done)} of {size}" if done
                    else f"{label}: downloading {size}")
 
     def _mark_after(self, done: int) -> int:
@@ -28,11 +28,11 @@ class PlainProgress:
         if self.done >= self.next_mark:
             self.next_mark = self._mark_after(self.done)
             speed = (self.done - self.start_done) / max(time.monotonic() - self.t0, 1e-6)
-            text = f"{self.label}: {_size(self.done)}"
+            text = f"{self.label}: {format_size(self.done)}"
             if self.total:
                 eta = (self.total - self.done) / speed if speed else 0
-                text += f" / {_size(self.total)} ({100 * self.done // self.total}%)"
-                text += f", {_size(speed)}/s, ETA {eta:.0f}s"
+                text += f" / {format_size(self.total)} ({100 * self.done // self.total}%)"
+                text += f", {format_size(speed)}/s, ETA {eta:.0f}s"
             self._line(text)
 
     def finish(self) -> None:
@@ -67,7 +67,7 @@ def default_progress() -> "PlainProgress | RichProgress":
     return RichProgress() if sys.stderr.isatty() else PlainProgress()
 
 
-def _size(n: float) -> str:
+def format_size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

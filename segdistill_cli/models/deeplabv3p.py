@@ -3,7 +3,8 @@
 Construction order matters for the auto-generated names: the bilinear resizes are created as
 image-pool (only with ASPP), decoder (only with the decoder), logits. Built in a fresh
 `unique_name.guard()`, the tutorial teacher's logits are `bilinear_interp_v2_2.tmp_0` and the
-student's `bilinear_interp_v2_0.tmp_0` (legacy-paddleseg.md §1.3 step 9, DESIGN.md decision 3).
+student's `bilinear_interp_v2_0.tmp_0`, the names the tutorial's distillation pair uses
+(docs/design.md, Legacy facts: Name generators).
 
 Aliases (alias -> variable name) published by every model:
   image             the input feed

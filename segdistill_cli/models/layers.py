@@ -3,7 +3,7 @@
 The model code (xception.py, mobilenet_v2.py, deeplabv3p.py) is written once against `LegacyNet`, which
 reproduces the legacy naming rules: a "/"-joined scope (`xception_65/entry_flow/conv1/`), `conv()`
 weights called `<scope>weights`, `bn()` in a `BatchNorm/` sub-scope, MobileNetV2's flat
-`<name>_weights` / `<name>_bn_scale` names (reference/legacy-paddleseg.md §3.1, §3.5).
+`<name>_weights` / `<name>_bn_scale` names (the pretrained files are named so).
 
 A backend does the actual work:
 * `GraphOps` appends Paddle static-graph ops (legacy IR) to the current default program;

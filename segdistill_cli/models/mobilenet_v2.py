@@ -1,6 +1,6 @@
 """MobileNetV2 backbone as legacy PaddleSeg built it (`pdseg/models/backbone/mobilenet_v2.py`).
 
-Legacy details kept on purpose (reference legacy-paddleseg.md §3.4):
+Legacy details kept on purpose (the pretrained weights were trained with them):
 * channel rounding for DEPTH_MULTIPLIER `scale`: conv1 and every group output use `int(c * scale)`
   (truncation), expansions `int(round(in * t))`. These are the exact legacy formulas for every
   scale, so e.g. x0.5 has conv1 16, groups 8/12/16/32/48/80/160 channels (no rounding to multiples

@@ -3,7 +3,7 @@
 Reproduced on purpose: a block's stride is dropped to 1 when the running stride would exceed the
 output stride, *without* adding dilation (only exit block2 has its fixed dilation 2); the decoder
 shortcut is the second unit's output of the decode-point block (before its strided unit, stride 4).
-Reference: legacy-paddleseg.md §3.3.
+The pretrained weights were trained with this behaviour.
 """
 from __future__ import annotations
 

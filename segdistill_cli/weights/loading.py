@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 
 from ..errors import ConfigError, SegDistillError
 from .sources import open_weights
-from .structure import _listing
+from .structure import short_listing
 
 _log = logging.getLogger(__name__)
 
@@ -135,7 +135,8 @@ def load_weights(program: Any, path: str | os.PathLike, *, scope: Any, place: An
     # Values are set with numpy rather than `paddle.static.load_vars`: one code path serves legacy
     # directories and pdparams alike, file names may differ from variable names (`teacher_`
     # prefix after merge), the headers were already validated above, and it behaves the same
-    # under PIR, where load_vars ignores its predicate (paddle-compat.md §5).
+    # under PIR, where load_vars ignores its predicate (docs/design.md, Legacy facts: Loading
+    # weights).
     for var_name, file_name in to_set:
         scope.var(var_name).get_tensor().set(source.read(file_name), place)
         report.loaded.append(var_name)
@@ -147,9 +148,9 @@ def load_weights(program: Any, path: str | os.PathLike, *, scope: Any, place: An
 def _strict_message(label: str, path: Path, report: LoadReport) -> str:
     parts = []
     if report.missing:
-        parts.append(f"{len(report.missing)} missing ({_listing(report.missing)})")
+        parts.append(f"{len(report.missing)} missing ({short_listing(report.missing)})")
     if report.mismatched:
         parts.append(f"{len(report.mismatched)} with the wrong shape or dtype "
-                     f"({_listing([str(m) for m in report.mismatched])})")
+                     f"({short_listing([str(m) for m in report.mismatched])})")
     return (f"{label} in {path} do not fit the model: {report.total} parameters, "
             + "; ".join(parts))

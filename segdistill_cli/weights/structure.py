@@ -12,7 +12,7 @@ from .sources import open_weights
 MAX_LISTED = 5  # how many names an error message lists before "... and N more"
 
 
-def _listing(items: Sequence[str], limit: int = MAX_LISTED) -> str:
+def short_listing(items: Sequence[str], limit: int = MAX_LISTED) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f", ... and {len(items) - limit} more" if len(items) > limit else "")
 
@@ -32,9 +32,9 @@ class StructureReport:
         parts = []
         if self.missing:
             parts.append(f"{len(self.missing)} of {self.expected} parameters missing "
-                         f"({_listing(self.missing)})")
+                         f"({short_listing(self.missing)})")
         if self.wrong:
-            parts.append(f"{len(self.wrong)} wrong ({_listing(self.wrong)})")
+            parts.append(f"{len(self.wrong)} wrong ({short_listing(self.wrong)})")
         return f"{self.location}: " + ("; ".join(parts) if parts else
                                         f"all {self.expected} parameters present")
 
