@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from segdistill_cli.palettes import builtin_class_names, palette  # noqa: E402
+from segdistill_cli.palettes import builtin_class_names, colorize, palette  # noqa: E402
 
 
 def pick_lines(val_list: Path, count: int) -> list[str]:
@@ -52,13 +52,6 @@ def read_ids(path: Path) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(path))
-
-
-def colour(ids: np.ndarray, colors: np.ndarray, ignore: int) -> np.ndarray:
-    rgb = np.zeros(ids.shape + (3,), np.uint8)  # ignored pixels black
-    valid = ids < len(colors)
-    rgb[valid] = colors[ids[valid]]
-    return rgb
 
 
 def draw(rows: list[dict[str, np.ndarray]], columns: list[str], names: list[str],
@@ -121,11 +114,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             image = np.asarray(Image.open(data / image_rel).convert("RGB").resize(size))
             label = np.asarray(Image.open(data / label_rel).resize(size, Image.NEAREST))
-            row = {"image": image, "ground truth": colour(label, colors, 11)}
+            row = {"image": image, "ground truth": colorize(label, colors)}
             for model_label, pred_dir in models:
                 pred = read_ids(pred_dir / written)
-                row[model_label] = colour(np.asarray(Image.fromarray(pred).resize(size, Image.NEAREST)),
-                                          colors, 11)
+                row[model_label] = colorize(np.asarray(Image.fromarray(pred).resize(size, Image.NEAREST)),
+                                            colors)
             rows.append(row)
     columns = ["image"] + [m[0] for m in models] + ["ground truth"]
     draw(rows, columns, names, colors, args.out,
