@@ -256,7 +256,9 @@ def _train(name: str, cmd: list[str], save_dir: Path) -> float:
     print(f"[run ] {name}: {shell_line(cmd)}", flush=True)
     start = time.time()
     with open(save_dir.parent / f"{name}.log", "w", encoding="utf-8") as log:
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=save_dir.parent)
+        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=save_dir.parent)
+        trainer_pid_file(save_dir).write_text(str(child.pid))
+        code = child.wait()
     if code != 0:
         raise SystemExit(f"{name} failed (exit {code}); see {save_dir.parent / (name + '.log')}")
     return time.time() - start
@@ -286,14 +288,39 @@ def claim(lock: Path) -> Optional[Path]:
 ACTIVE_SECONDS = 120
 
 
-def wait_while_active(save_dir: Path) -> None:
-    """A run started by hand (no lock file) may still be training: its log was written recently
-    and it has no final checkpoint yet. Wait for it instead of wiping it."""
+def trainer_pid_file(save_dir: Path) -> Path:
+    # Beside the run folder, not in it: train refuses to start in a folder that holds files.
+    return save_dir.parent / f"{save_dir.name}.pid"
+
+
+def trainer_alive(save_dir: Path) -> Optional[bool]:
+    """Whether the training process this runner started for `save_dir` still exists (None: no
+    pid on record, e.g. a run started by hand). A stopped (SIGSTOP) or loaded trainer is alive,
+    however long its log has been silent: only its exit frees the run."""
+    try:
+        pid = int(trainer_pid_file(save_dir).read_text())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError):
+        return None
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
+def wait_while_active(save_dir: Path, poll_seconds: float = 30) -> None:
+    """Wait while another process may still be training `save_dir` instead of wiping it: its
+    trainer (pid on record) is alive, or, for a run started by hand, its log was written in the
+    last ACTIVE_SECONDS and it has no final checkpoint yet."""
     log = save_dir / "train_log.jsonl"
-    while (log.exists() and not (save_dir / "final" / "meta.json").exists()
-           and time.time() - log.stat().st_mtime < ACTIVE_SECONDS):
+    while not (save_dir / "final" / "meta.json").exists():
+        alive = trainer_alive(save_dir)
+        if alive is False or (alive is None and not (
+                log.exists() and time.time() - log.stat().st_mtime < ACTIVE_SECONDS)):
+            return
         print(f"[wait] {save_dir.name} is being trained by another process", flush=True)
-        time.sleep(30)
+        time.sleep(poll_seconds)
 
 
 def machine() -> dict[str, Any]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import statistics
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -195,3 +198,31 @@ def test_best_arm_is_the_highest_mean_paired_gain_over_every_seed(gain):
     assert gain.best_arm(results) == "l2_w0.1"
     with pytest.raises(SystemExit, match="no arm"):
         gain.best_arm(_fake_results({"dist": [0.05]}))
+
+
+def test_a_silent_but_living_trainer_is_waited_for_and_a_dead_one_is_not(gain, tmp_path,
+                                                                         monkeypatch):
+    """A stopped trainer (SIGSTOP, or starved on a loaded machine) writes no log for minutes:
+    the runner must wait for it, not wipe its folder and train again (the bug: log age alone)."""
+    import subprocess
+
+    save_dir = tmp_path / "kl_s0"
+    save_dir.mkdir()
+    log = save_dir / "train_log.jsonl"
+    log.write_text("{}\n")
+    old = time.time() - 10 * gain.ACTIVE_SECONDS
+    os.utime(log, (old, old))  # silent for 20 minutes
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    polls = []
+    try:
+        gain.trainer_pid_file(save_dir).write_text(str(sleeper.pid))
+        monkeypatch.setattr(gain.time, "sleep", lambda s: (polls.append(s), sleeper.kill(),
+                                                           sleeper.wait()))
+        gain.wait_while_active(save_dir)  # waits while the trainer lives, returns once it died
+    finally:
+        sleeper.kill()
+    assert len(polls) == 1
+    # Negative control: without a pid on record, the old rule (log age) says "not active".
+    gain.trainer_pid_file(save_dir).unlink()
+    gain.wait_while_active(save_dir)
+    assert len(polls) == 1
