@@ -39,3 +39,18 @@ def test_markdown_row(payoff):
     table = payoff.markdown([row], (480, 360), 1)
     assert "| student | 0.48 M | 0.44 | 12.3 ms (11.0–14.5) |" in table
     assert "1 thread(s), plain kernels" in table
+
+
+@pytest.mark.parametrize("onednn", [False, True])
+def test_the_kernels_asked_for_are_the_kernels_used(payoff, tmp_path, monkeypatch, onednn):
+    """Paddle Inference 2.6 turns oneDNN on by default on the CPU: "plain kernels" must switch it
+    off explicitly (the first payoff table timed oneDNN twice under two labels)."""
+    from segdistill_cli.paddle_env import import_paddle
+
+    paddle = import_paddle()
+    assert paddle.inference.Config().mkldnn_enabled()  # the default this guards against
+    seen = {}
+    monkeypatch.setattr(paddle.inference, "create_predictor",
+                        lambda config: seen.setdefault("onednn", config.mkldnn_enabled()))
+    payoff.predictor(tmp_path, threads=1, onednn=onednn)
+    assert seen["onednn"] is onednn
