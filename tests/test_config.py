@@ -207,6 +207,15 @@ DISTILL:
      "DISTILL[0].THRESHOLD"),
     ("- {TEACHER: logits, STUDENT: logits, LOSS: kl, INTER_WEIGHT: 1}", "only for LOSS dist"),
     ("- {TEACHER: logits, STUDENT: logits, LOSS: dist, INTRA_WEIGHT: -1}", "DISTILL[0].INTRA_WEIGHT"),
+    # A temperature on a loss without one (l2, fsp) or the wrong temperature key for the loss:
+    # accepted and silently without effect before.
+    ("- {TEACHER: logits, STUDENT: logits, LOSS: l2, TEMPERATURE: 2}",
+     "TEMPERATURE is only for LOSS one of cwd, dist, kl, soft_label, custom (this pair is l2"),
+    ("- {TEACHER: [a, b], STUDENT: [c, d], LOSS: fsp, TEMPERATURE: 2}", "(this pair is fsp"),
+    ("- {TEACHER: logits, STUDENT: logits, LOSS: kl, TEACHER_TEMPERATURE: 2}",
+     "TEACHER_TEMPERATURE is only for LOSS soft_label or custom (this pair is kl"),
+    ("- {TEACHER: logits, STUDENT: logits, LOSS: dist, STUDENT_TEMPERATURE: 2}",
+     "STUDENT_TEMPERATURE is only for LOSS soft_label or custom"),
 ])
 def test_distill_errors(tmp_path, body, fragment):
     with pytest.raises(ConfigError) as err:
@@ -394,3 +403,20 @@ def test_teacher_normalised_differently_is_an_error():
     configs = load_configs(STUDENT, TEACHER, [], ["MEAN=[0.4, 0.4, 0.4]"])
     problems = [p for p in validate(configs, "train") if p.key == "MEAN"]
     assert problems and "student's input" in problems[0].message
+
+
+def test_every_temperature_a_loss_reads_is_accepted_there(tmp_path):
+    """The other side of the refusals above: each loss takes exactly the temperature keys its
+    registration says `build` reads (and a custom loss is given any of them)."""
+    from segdistill_cli.distill.registry import LOSSES, TEMPERATURE_KEYS
+
+    readers = {name: spec.temperatures for name, spec in LOSSES.items()}
+    assert readers["l2"] == readers["fsp"] == () and readers["kl"] == ("TEMPERATURE",)
+    assert readers["soft_label"] == TEMPERATURE_KEYS
+    for loss, keys in [*readers.items(), ("custom", TEMPERATURE_KEYS)]:
+        sides = "[a, b]" if LOSSES.get(loss) and LOSSES[loss].arity == 2 else "logits"
+        extra = ', FUNCTION: "m:f"' if loss == "custom" else ""
+        for key in keys:
+            body = f"- {{TEACHER: {sides}, STUDENT: {sides}, LOSS: {loss}, {key}: 3{extra}}}"
+            cfg = load_config(write(tmp_path, "DISTILL:\n  " + body + "\n"))
+            assert cfg.DISTILL[0][key] == 3.0, (loss, key)

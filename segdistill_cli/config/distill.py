@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Mapping
 
-from ..distill.registry import LOSSES, losses_reading
+from ..distill.registry import LOSSES, TEMPERATURE_KEYS, losses_reading
 from ..errors import ConfigError
 from .values import _bad, _is_number, _legacy_literal, _where
 
@@ -13,18 +13,20 @@ from .values import _bad, _is_number, _legacy_literal, _where
 DISTILL_LOSSES = (*LOSSES, "custom")
 # Pixel selection of the class-axis losses (MASK).
 PIXEL_MASKS = ("none", "confident", "correct")
-# The losses each loss-specific pair key belongs to (MASK -> kl, soft_label).
-_KEY_LOSSES = {key: tuple(losses_reading(key))
-               for key in dict.fromkeys(k for spec in LOSSES.values() for k in spec.options)}
+# The losses each loss-specific pair key belongs to (MASK -> kl, soft_label); a custom loss is
+# given every temperature that is set (distill/custom.py).
+_KEY_LOSSES = {key: tuple(losses_reading(key)) for key in dict.fromkeys(
+    k for spec in LOSSES.values() for k in spec.options)}
+_KEY_LOSSES.update({key: (*losses_reading(key), "custom") for key in TEMPERATURE_KEYS})
 _PAIR_KEYS_ALLOWED = {
     "TEACHER": "teacher variable name or alias (a list of two for fsp)",
     "STUDENT": "student variable name or alias (a list of two for fsp)",
     "LOSS": "one of " + ", ".join(DISTILL_LOSSES),
     "WEIGHT": "a number >= 0",
     "NAME": "a label used in logs (default: LOSS_index)",
-    "TEMPERATURE": "a number > 0 (kl, cwd, dist; soft_label uses it for both sides)",
-    "TEACHER_TEMPERATURE": "a number > 0 (soft_label)",
-    "STUDENT_TEMPERATURE": "a number > 0 (soft_label)",
+    "TEMPERATURE": "a number > 0 (kl, cwd, dist, custom; soft_label uses it for both sides)",
+    "TEACHER_TEMPERATURE": "a number > 0 (soft_label, custom)",
+    "STUDENT_TEMPERATURE": "a number > 0 (soft_label, custom)",
     "FUNCTION": '"package.module:function" (custom)',
     "ADAPTER": "none or conv1x1",
     "RESIZE": "none or bilinear",
@@ -116,8 +118,9 @@ def _check_loss_options(where: str, pair: dict[str, Any], source: str | None) ->
     """A loss option on a loss that does not read it would be silently without effect: refuse."""
     for key, losses in _KEY_LOSSES.items():
         if key in pair and pair["LOSS"] not in losses:
-            raise ConfigError(f"{_where(where, source)}: {key} is only for LOSS "
-                              f"{' or '.join(losses)} (this pair is {pair['LOSS']})")
+            which = " or ".join(losses) if len(losses) <= 2 else "one of " + ", ".join(losses)
+            raise ConfigError(f"{_where(where, source)}: {key} is only for LOSS {which} "
+                              f"(this pair is {pair['LOSS']}, which does not read it)")
     if "MASK" in pair:
         value = "none" if pair["MASK"] in (None, False) else str(pair["MASK"]).lower()
         if value not in PIXEL_MASKS:

@@ -3,8 +3,9 @@
 A registration (`LossSpec`) carries the loss's `LOSS:` name, how many variables each side gives
 (`arity`), whether student and teacher must have equal shapes, the least rank of the variables,
 whether it averages over the pixel mask (`reads_mask`), the pair keys it reads with their
-defaults (`options`; the temperatures TEMPERATURE / TEACHER_TEMPERATURE / STUDENT_TEMPERATURE
-are common to every loss) and `build`, which calls its math in losses.py. Adding a loss = its math
+defaults (`options`), which of the temperature keys TEMPERATURE / TEACHER_TEMPERATURE /
+STUDENT_TEMPERATURE it reads (`temperatures`; a key a loss does not read is refused, never silently
+ignored) and `build`, which calls its math in losses.py. Adding a loss = its math
 in losses.py and one `register_loss` here: the DISTILL config check (config/distill.py), the pair
 checks (pairs.py) and the build (build.py) all read `LOSSES`. `LOSS: custom` is the one loss not
 registered here (distill/custom.py: a user's function).
@@ -31,9 +32,12 @@ class LossSpec:
     min_rank: int = 1
     reads_mask: bool = False  # averages over the pixel mask (padding, IGNORE_INDEX excluded)
     options: Mapping[str, Any] = field(default_factory=dict)  # PAIR KEY -> default
+    temperatures: tuple[str, ...] = ()  # the temperature pair keys `build` reads
 
 
 LOSSES: dict[str, LossSpec] = {}
+TEMPERATURE_KEYS = ("TEMPERATURE", "TEACHER_TEMPERATURE", "STUDENT_TEMPERATURE")
+ONE_TEMPERATURE = ("TEMPERATURE",)
 
 
 def register_loss(spec: LossSpec) -> LossSpec:
@@ -64,24 +68,27 @@ def _dist(s: Sequence[Any], t: Sequence[Any], o: dict, m: Optional[Any]) -> dict
 
 
 register_loss(LossSpec("l2", lambda s, t, o, m: _math().l2_loss(s[0], t[0])))
-register_loss(LossSpec(
+register_loss(LossSpec(  # TEMPERATURE sets both sides; TEACHER_/STUDENT_TEMPERATURE one each
     "soft_label", lambda s, t, o, m: _math().soft_label_loss(
         s[0], t[0], o["teacher_temperature"], o["student_temperature"], m),
-    min_rank=2, reads_mask=True, options=PIXEL_SELECTION))
+    min_rank=2, reads_mask=True, options=PIXEL_SELECTION, temperatures=TEMPERATURE_KEYS))
 register_loss(LossSpec(
     "kl", lambda s, t, o, m: _math().kl_loss(s[0], t[0], o["temperature"], m),
-    min_rank=2, reads_mask=True, options=PIXEL_SELECTION))
-register_loss(LossSpec("dist", _dist, min_rank=4, reads_mask=True, options=DIST_DEFAULTS))
+    min_rank=2, reads_mask=True, options=PIXEL_SELECTION, temperatures=ONE_TEMPERATURE))
+register_loss(LossSpec("dist", _dist, min_rank=4, reads_mask=True, options=DIST_DEFAULTS,
+                       temperatures=ONE_TEMPERATURE))
 register_loss(LossSpec(
     "fsp", lambda s, t, o, m: _math().fsp_loss(s[0], s[1], t[0], t[1]),
     arity=2, same_shape=False, min_rank=4))
 register_loss(LossSpec(
-    "cwd", lambda s, t, o, m: _math().cwd_loss(s[0], t[0], o["temperature"]), min_rank=3))
+    "cwd", lambda s, t, o, m: _math().cwd_loss(s[0], t[0], o["temperature"]), min_rank=3,
+    temperatures=ONE_TEMPERATURE))
 
 
 def losses_reading(key: str) -> list[str]:
     """The registered losses that read pair key `key` (sorted), e.g. MASK -> kl, soft_label."""
-    return sorted(name for name, spec in LOSSES.items() if key in spec.options)
+    return sorted(name for name, spec in LOSSES.items()
+                  if key in spec.options or key in spec.temperatures)
 
 
 def loss_options(loss: str, pair: Mapping[str, Any]) -> dict[str, Any]:
