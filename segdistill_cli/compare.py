@@ -210,6 +210,27 @@ def table_rows(runs: Sequence[RunSummary]) -> list[tuple[str, list[str]]]:
 
 # ---- plots ---------------------------------------------------------------------------------------
 
+def miou_figure(runs: Sequence[RunSummary]) -> Any:
+    """Val mIoU per epoch, one line per run."""
+    from matplotlib.ticker import MaxNLocator
+
+    from .eval_plots import pyplot
+
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
+    for run in runs:
+        points = [(e.epoch, e.miou) for e in run.evals if isinstance(e.epoch, int)]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=run.name)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no "2.5" ticks
+    ax.set_ylabel("val mIoU")
+    ax.set_title("Validation mIoU per epoch")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    return fig
+
+
 def write_plots(runs: Sequence[RunSummary], out_dir: str | Path) -> list[Path]:
     """val_miou.png and loss_<term>.png (one per `loss/` term any run logged); returns the paths."""
     from .eval_plots import pyplot, save_png
@@ -218,17 +239,7 @@ def write_plots(runs: Sequence[RunSummary], out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for run in runs:
-        points = [(e.epoch, e.miou) for e in run.evals if isinstance(e.epoch, int)]
-        if points:
-            ax.plot(*zip(*points), marker="o", label=run.name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("val mIoU")
-    ax.set_title("Validation mIoU per epoch")
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=8)
+    fig = miou_figure(runs)
     save_png(fig, out / MIOU_PNG)
     plt.close(fig)
     written.append(out / MIOU_PNG)

@@ -108,3 +108,13 @@ def test_same_folder_names_are_told_apart(tmp_path):
     assert [r.name for r in runs] == ["seed0/run", "seed1/run"]
     rows = dict(table_rows(runs))
     assert rows["final val mIoU"] == ["0.1000", "0.2000"] and rows["IoU b"] == ["0.200", "0.400"]
+
+
+def test_the_miou_plot_has_whole_epoch_ticks(tmp_path):
+    """Matplotlib's default locator puts ticks at 1.5, 2.5, ... for a 3-epoch run."""
+    from segdistill_cli.compare import miou_figure
+
+    fig = miou_figure([summarize(write_run(tmp_path / "kl", [0.2, 0.3, 0.25]))])
+    fig.canvas.draw()
+    ticks = [t for t in fig.axes[0].get_xticks() if 1 <= t <= 3]
+    assert ticks == [1.0, 2.0, 3.0]
