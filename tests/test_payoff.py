@@ -35,9 +35,12 @@ def test_conv_macs_follow_the_input_size_and_parameters_do_not(payoff, tmp_path)
 
 
 def test_markdown_row(payoff):
-    row = payoff.Payoff("student", "configs/camvid.yaml", "w", 480_000, 0.44, 12.3, 11.0, 14.5)
+    spec = payoff.ModelSpec("student", payoff.ROOT / "configs" / "camvid.yaml", Path("w"))
+    samples = [(14.5, 9.0), (11.0, 8.0), (12.3, 8.5)] * 4  # (wall ms, CPU ms)
+    row = payoff.payoff_row(spec, (480_000, 0.44), samples)
+    assert row.config == "configs/camvid.yaml" and row.cpu_ms_median == 8.5
     table = payoff.markdown([row], (480, 360), 1)
-    assert "| student | 0.48 M | 0.44 | 12.3 ms (11.0–14.5) |" in table
+    assert "| student | 0.48 M | 0.44 | 12.3 ms (11.0–14.5) | 8.5 ms |" in table
     assert "1 thread(s), plain kernels" in table
 
 
