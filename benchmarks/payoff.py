@@ -17,6 +17,8 @@ For each NAME=CONFIG:WEIGHTS:
               but not the time spent waiting for a core), median. On a loaded machine wall time
               grows with the queue for the cores; CPU time grows much less (shared caches), so
               it is the column to compare across runs of this script.
+--op-profile N: where the time goes, per op type (Paddle's profiler over N runs of each exported
+program in the static executor, which skips Paddle Inference's fusions: shares, not latencies).
 Models are timed interleaved (A, B, C, A, B, C, ...) so a load change on the machine hits all of
 them alike; the load average before and after is printed and recorded. Run it on a quiet machine.
 """
@@ -141,6 +143,35 @@ def time_interleaved(predictors: dict[str, Any], size: tuple[int, int], runs: in
     return samples
 
 
+def op_profile(folder: Path, size: tuple[int, int], runs: int) -> dict[str, float]:
+    """Share of operator time per op type (sums to 1) over `runs` runs of an exported model."""
+    import collections
+
+    import numpy as np
+    import paddle.profiler as profiler
+
+    paddle = import_paddle()
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    program, feeds, fetches = paddle.static.load_inference_model(str(folder / "model"), exe)
+    feed = {feeds[0]: np.zeros((1, 3, size[1], size[0]), np.float32)}
+    exe.run(program, feed=feed, fetch_list=fetches)  # warm-up, not profiled
+    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU])
+    prof.start()
+    for _ in range(runs):
+        exe.run(program, feed=feed, fetch_list=fetches)
+        prof.step()
+    prof.stop()
+    trace = folder / "op_trace.json"
+    prof.export(str(trace), format="json")
+    events = json.loads(trace.read_text(encoding="utf-8"))["traceEvents"]
+    per_op: collections.Counter = collections.Counter()
+    for event in events:
+        if event.get("cat") == "Operator":  # names read "conv2d[12.6 ms]"
+            per_op[event["name"].split("[", 1)[0]] += float(event["dur"])
+    total = sum(per_op.values())
+    return {op: dur / total for op, dur in per_op.most_common()}
+
+
 def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=10)[int(q * 10) - 1]
 
@@ -175,6 +206,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="Paddle Inference CPU math threads")
     p.add_argument("--onednn", action="store_true", help="Paddle Inference with oneDNN kernels")
     p.add_argument("--json", type=Path, help="write the rows and the machine/load here")
+    p.add_argument("--op-profile", type=int, default=0, metavar="N",
+                   help="also print each model's share of time per op type over N profiled runs")
     args = p.parse_args(argv)
     args.models = [parse_model(m) for m in args.model]
     w, h = (int(v) for v in args.size.split(","))
@@ -192,17 +225,22 @@ def main(argv: Optional[list[str]] = None) -> int:
                       for name, folder in folders.items()}
         samples = time_interleaved(predictors, args.size, args.runs, args.warmup)
         load_after = os.getloadavg()
+        shares = {name: op_profile(folder, args.size, args.op_profile)
+                  for name, folder in folders.items()} if args.op_profile else {}
     rows = [payoff_row(m, counts[m.name], samples[m.name]) for m in args.models]
     print(markdown(rows, args.size, args.threads, "oneDNN" if args.onednn else "plain"))
     print(f"load average before timing {load_before[0]:.2f}, after {load_after[0]:.2f}; "
           f"{args.runs} runs per model after {args.warmup} warm-up runs")
+    for name, share in shares.items():
+        print(f"{name}: " + ", ".join(f"{op} {100 * v:.1f} %" for op, v in share.items() if v >= 0.005))
     if args.json:
         args.json.write_text(json.dumps({
             "machine": machine(), "size": list(args.size), "threads": args.threads,
             "onednn": args.onednn,
             "runs": args.runs, "warmup": args.warmup, "load_before": load_before,
             "load_after": load_after, "rows": [asdict(r) for r in rows],
-            "samples_wall_cpu_ms": samples}, indent=1), encoding="utf-8")
+            "samples_wall_cpu_ms": samples, "op_time_shares": shares}, indent=1),
+            encoding="utf-8")
     return 0
 
 
