@@ -88,10 +88,11 @@ def count_model(spec: ModelSpec, size: tuple[int, int]) -> tuple[int, float]:
     return params, flops(built.main) / 1e9
 
 
-def export(spec: ModelSpec, size: tuple[int, int], out: Path) -> Path:
+def export(spec: ModelSpec, size: tuple[int, int], out: Path, labels_only: bool = False) -> Path:
     """The model as `segdistill export` writes it (the command verifies the export itself)."""
     cmd = [sys.executable, "-m", "segdistill_cli", "export", "--cfg", str(spec.config),
-           "--model-dir", str(spec.weights), "--out", str(out)]
+           "--model-dir", str(spec.weights), "--out", str(out),
+           *(["--labels-only"] if labels_only else [])]
     for o in size_overrides(size):
         cmd += ["--set", o]
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -205,6 +206,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="Paddle Inference CPU math threads")
     p.add_argument("--onednn", action="store_true", help="Paddle Inference with oneDNN kernels")
+    p.add_argument("--labels-only", action="store_true",
+                   help="export with `--labels-only` (label map only, no softmax probabilities)")
     p.add_argument("--json", type=Path, help="write the rows and the machine/load here")
     p.add_argument("--op-profile", type=int, default=0, metavar="N",
                    help="also print each model's share of time per op type over N profiled runs")
@@ -219,7 +222,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     counts = {m.name: count_model(m, args.size) for m in args.models}
     with tempfile.TemporaryDirectory(prefix="segdistill-payoff-") as tmp:
-        folders = {m.name: export(m, args.size, Path(tmp) / m.name) for m in args.models}
+        folders = {m.name: export(m, args.size, Path(tmp) / m.name, args.labels_only)
+                   for m in args.models}
         load_before = os.getloadavg()
         predictors = {name: predictor(folder, args.threads, args.onednn)
                       for name, folder in folders.items()}
@@ -229,6 +233,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                   for name, folder in folders.items()} if args.op_profile else {}
     rows = [payoff_row(m, counts[m.name], samples[m.name]) for m in args.models]
     print(markdown(rows, args.size, args.threads, "oneDNN" if args.onednn else "plain"))
+    print("exported outputs: " + ("label map only (--labels-only)" if args.labels_only
+                                  else "label map and probabilities"))
     print(f"load average before timing {load_before[0]:.2f}, after {load_after[0]:.2f}; "
           f"{args.runs} runs per model after {args.warmup} warm-up runs")
     for name, share in shares.items():
@@ -236,7 +242,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({
             "machine": machine(), "size": list(args.size), "threads": args.threads,
-            "onednn": args.onednn,
+            "onednn": args.onednn, "labels_only": args.labels_only,
             "runs": args.runs, "warmup": args.warmup, "load_before": load_before,
             "load_after": load_after, "rows": [asdict(r) for r in rows],
             "samples_wall_cpu_ms": samples, "op_time_shares": shares}, indent=1),

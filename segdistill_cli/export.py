@@ -2,7 +2,10 @@
 
 `<out>/model.pdmodel` + `model.pdiparams` (`paddle.static.save_inference_model`): input `image`
 float32 [N, C, H, W] at EVAL_CROP_SIZE, already normalised; outputs, in this order, the label map
-(int64 [N, H, W], argmax over classes) and the softmax probabilities (float32 [N, C, H, W]).
+(int64 [N, H, W], argmax over classes) and the softmax probabilities (float32 [N, C, H, W]), or
+the label map alone (`probabilities=False`, `--labels-only`): a softmax over the class axis at full
+resolution is costly on the CPU (about a quarter of the CamVid student's time at 480x360,
+docs/results.md), and a deployment that only draws the classes does not need it.
 `<out>/deploy.yaml` says how to prepare an image (BGR, resize, pad, normalise) and what comes out.
 
 The export is written into a temporary folder beside `<out>`, reloaded with
@@ -39,17 +42,18 @@ class ExportSummary:
     max_prob_diff: float
 
 
-def _build(cfg: Any) -> tuple[Any, Any, Any]:
-    """The eval program plus its two outputs (label map, probabilities)."""
+def _build(cfg: Any, probabilities: bool) -> tuple[Any, list[Any]]:
+    """The eval program plus its outputs: the label map, then the probabilities if asked for."""
     from .paddle_env import import_paddle
     from .programs import build_eval
 
     paddle = import_paddle()
     built = build_eval(cfg)
     with built.guard():
-        label_map = paddle.argmax(built.logits, axis=1)
-        probs = paddle.nn.functional.softmax(built.logits, axis=1)
-    return built, label_map, probs
+        outputs = [paddle.argmax(built.logits, axis=1)]
+        if probabilities:
+            outputs.append(paddle.nn.functional.softmax(built.logits, axis=1))
+    return built, outputs
 
 
 def verification_inputs(cfg: Any, count: int = VERIFY_IMAGES) -> tuple[np.ndarray, str]:
@@ -70,7 +74,7 @@ def verification_inputs(cfg: Any, count: int = VERIFY_IMAGES) -> tuple[np.ndarra
     return images, f"{count} generated input(s) (no val list)"
 
 
-def deploy_config(cfg: Any, label_name: str, probs_name: str) -> dict[str, Any]:
+def deploy_config(cfg: Any, label_name: str, probs_name: str | None) -> dict[str, Any]:
     width, height = (int(v) for v in cfg.EVAL_CROP_SIZE)
     aug = cfg.AUG
     resize = {"method": aug.AUG_METHOD}
@@ -98,8 +102,9 @@ def deploy_config(cfg: Any, label_name: str, probs_name: str) -> dict[str, Any]:
         "outputs": [
             {"name": label_name, "meaning": "label map: class id per pixel (argmax)",
              "dtype": "int64", "shape": [-1, height, width]},
-            {"name": probs_name, "meaning": "softmax probabilities over classes",
-             "dtype": "float32", "shape": [-1, int(cfg.DATASET.NUM_CLASSES), height, width]},
+            *([{"name": probs_name, "meaning": "softmax probabilities over classes",
+                "dtype": "float32", "shape": [-1, int(cfg.DATASET.NUM_CLASSES), height, width]}]
+              if probs_name else []),
         ],
         "postprocess": "crop the padding off the outputs; resize back with nearest if resized",
         "num_classes": int(cfg.DATASET.NUM_CLASSES),
@@ -113,8 +118,9 @@ def _is_previous_export(path: Path) -> bool:
 
 
 def export_model(choice: Any, out_dir: str | os.PathLike, place: Any = None,
-                 verify_images: int = VERIFY_IMAGES) -> ExportSummary:
-    """Export the chosen model's eval program with its weights; verify; install at `out_dir`."""
+                 verify_images: int = VERIFY_IMAGES, probabilities: bool = True) -> ExportSummary:
+    """Export the chosen model's eval program with its weights; verify; install at `out_dir`.
+    `probabilities=False`: the label map is the only output."""
     from .model_choice import check_model_dir, load_model
     from .paddle_env import import_paddle
 
@@ -126,7 +132,7 @@ def export_model(choice: Any, out_dir: str | os.PathLike, place: Any = None,
     check_model_dir(choice)
     place = place or paddle.CPUPlace()
     exe = paddle.static.Executor(place)
-    built, label_map, probs = _build(choice.cfg)
+    built, outputs = _build(choice.cfg, probabilities)
     scope = paddle.static.Scope()
     load_model(built.main, choice, scope, place)
 
@@ -134,12 +140,12 @@ def export_model(choice: Any, out_dir: str | os.PathLike, place: Any = None,
     with staged_dir(out, out.with_name(f".{out.name}.tmp-{os.getpid()}")) as tmp:
         with paddle.static.scope_guard(scope):  # save_inference_model reads the global scope
             paddle.static.save_inference_model(str(tmp / MODEL_PREFIX), [built.image],
-                                               [label_map, probs], exe, program=built.main)
-        deploy = deploy_config(choice.cfg, label_map.name, probs.name)
+                                               outputs, exe, program=built.main)
+        deploy = deploy_config(choice.cfg, outputs[0].name,
+                               outputs[1].name if probabilities else None)
         (tmp / DEPLOY_FILE).write_text(yaml.safe_dump(deploy, sort_keys=False), encoding="utf-8")
         images, described = verification_inputs(choice.cfg, verify_images)
-        expected = exe.run(built.main, feed={"image": images}, fetch_list=[label_map, probs],
-                           scope=scope)
+        expected = exe.run(built.main, feed={"image": images}, fetch_list=outputs, scope=scope)
         got = run_exported(tmp, images, place)
         max_diff = verify_same(expected, got)
     files = sorted(p for p in out.iterdir() if p.is_file())
@@ -148,7 +154,7 @@ def export_model(choice: Any, out_dir: str | os.PathLike, place: Any = None,
 
 def run_exported(folder: str | os.PathLike, images: np.ndarray, place: Any = None
                  ) -> list[np.ndarray]:
-    """Load an exported model into a fresh scope and run it: [label map, probabilities]."""
+    """Load an exported model into a fresh scope and run it: [label map(, probabilities)]."""
     from .paddle_env import import_paddle
 
     paddle = import_paddle()
@@ -161,14 +167,21 @@ def run_exported(folder: str | os.PathLike, images: np.ndarray, place: Any = Non
 
 
 def verify_same(expected: list[Any], got: list[Any]) -> float:
-    """Raise unless label maps are identical and probabilities allclose; return max |diff|."""
-    want_labels, want_probs = (np.asarray(x) for x in expected)
-    got_labels, got_probs = (np.asarray(x) for x in got)
+    """Raise unless label maps are identical and probabilities (if exported) allclose; return
+    the probabilities' max |diff| (0 without them)."""
+    if len(expected) != len(got):
+        raise SegDistillError(f"export verification failed: the exported model has {len(got)} "
+                              f"output(s), the checkpoint's program {len(expected)}; nothing written")
+    want_labels, *want_rest = (np.asarray(x) for x in expected)
+    got_labels, *got_rest = (np.asarray(x) for x in got)
     if want_labels.shape != got_labels.shape or not np.array_equal(want_labels, got_labels):
         differ = int((want_labels != got_labels).sum()) if want_labels.shape == got_labels.shape \
             else "all"
         raise SegDistillError(f"export verification failed: the exported model's label maps "
                               f"differ from the checkpoint's ({differ} pixels); nothing written")
+    if not want_rest:
+        return 0.0
+    want_probs, got_probs = want_rest[0], got_rest[0]
     if want_probs.shape != got_probs.shape or not np.allclose(want_probs, got_probs,
                                                              rtol=PROB_RTOL, atol=PROB_ATOL):
         raise SegDistillError("export verification failed: the exported model's probabilities "

@@ -230,3 +230,41 @@ def test_export_round_trip(setup, tmp_path):
     with pytest.raises(SegDistillError, match="not a segdistill export"):
         export_model(_choice(cfg, checkpoint), other)
     assert (other / "keep.txt").read_text() == "x"
+
+
+@needs_camvid
+def test_labels_only_export_has_one_output_with_the_same_label_maps(setup, tmp_path):
+    from segdistill_cli.errors import SegDistillError
+    from segdistill_cli.export import export_model, run_exported, verify_same, verification_inputs
+
+    cfg, checkpoint, _, _ = setup
+    full, lean = tmp_path / "full", tmp_path / "lean"
+    export_model(_choice(cfg, checkpoint), full, verify_images=1)
+    summary = export_model(_choice(cfg, checkpoint), lean, verify_images=1, probabilities=False)
+    assert summary.max_prob_diff == 0.0
+    deploy = yaml.safe_load((lean / "deploy.yaml").read_text())
+    assert [o["dtype"] for o in deploy["outputs"]] == ["int64"]
+    images, _ = verification_inputs(cfg, 3)
+    (labels,) = run_exported(lean, images)
+    full_labels, probs = run_exported(full, images)
+    np.testing.assert_array_equal(labels, full_labels)
+    assert (lean / "model.pdmodel").stat().st_size < (full / "model.pdmodel").stat().st_size
+    # The check compares output lists: a model with a missing output is caught, not zipped away.
+    with pytest.raises(SegDistillError, match="1 output"):
+        verify_same([full_labels, probs], [labels])
+
+
+@needs_camvid
+def test_export_cli_labels_only(setup, tmp_path, capsys):
+    from segdistill_cli.cli import main
+
+    _, checkpoint, data, val_list = setup
+    from _eval_fixtures import ROOT, overrides
+
+    args = ["export", "--cfg", str(ROOT / "configs" / "camvid.yaml"), "--model-dir",
+            str(checkpoint), "--out", str(tmp_path / "lean"), "--labels-only"]
+    for o in overrides(data, val_list):
+        args += ["--set", o]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "label maps identical" in out and "probabilities" not in out
