@@ -312,18 +312,30 @@ def fmt_ms(values: list[float]) -> str:
     return f"{1000 * m:8.1f} ms (IQR {1000 * lo:.0f}-{1000 * hi:.0f}, n={len(values)})"
 
 
-def machine() -> str:
-    cpu = platform.processor() or "?"
+# The vector extensions that decide which kernels oneDNN and MKL pick at run time: results of
+# runs that use them (the teacher's oneDNN kernels inside distillation) can differ between CPUs.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
+
+
+def cpu_model() -> str:
+    """The CPU's model name and which of ISA_FLAGS it has, e.g. "AMD EPYC (avx2 avx512f)"."""
+    fields: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        for line in Path("/proc/cpuinfo").read_text().splitlines():  # first CPU's lines only
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    cpu = fields.get("model name") or platform.processor() or "?"
+    flags = set(fields.get("flags", "").split())
+    isa = [f for f in ISA_FLAGS if f in flags]
+    return f"{cpu} ({' '.join(isa) or 'no AVX2'})" if flags else cpu
+
+
+def machine() -> str:
     paddle = import_paddle()
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+    return (f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"Paddle {paddle.__version__}, load average {' '.join(f'{x:.2f}' for x in load)}")
 
 

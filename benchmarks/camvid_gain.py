@@ -324,15 +324,9 @@ def wait_while_active(save_dir: Path, poll_seconds: float = 30) -> None:
 
 
 def machine() -> dict[str, Any]:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "platform": platform.platform(),
+    from _common import cpu_model  # beside this script (its folder is on sys.path when run)
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version()}
 
 
