@@ -52,6 +52,7 @@ from ..atomic import staged_dir
 from ..distill.adapters import ADAPTER_PREFIX
 from ..distill.teacher import TEACHER_PREFIX
 from ..errors import ConfigError, SegDistillError
+from ..program_vars import is_parameter, persistable_tensors
 from ..weights import PDPARAMS_FILE
 
 PARAMS_FILE = PDPARAMS_FILE  # the student's weights: the file eval and legacy tools read
@@ -87,15 +88,6 @@ def _paddle():
     return import_paddle()
 
 
-def _is_tensor_var(var: Any) -> bool:
-    core = _paddle().base.core
-    return var.persistable and var.type == core.VarDesc.VarType.LOD_TENSOR
-
-
-def _is_parameter(var: Any) -> bool:
-    return isinstance(var, _paddle().base.framework.Parameter)
-
-
 def _starts(name: str, prefixes: Iterable[str]) -> bool:
     return any(name.startswith(p) for p in prefixes)
 
@@ -108,10 +100,10 @@ def split_state(program: Any, exclude_prefixes: Sequence[str] = TEACHER_PREFIXES
     models); adapters and every non-Parameter persistable (optimizer state, LR) go to the other.
     """
     model, other = [], []
-    for var in program.list_vars():
-        if not _is_tensor_var(var) or _starts(var.name, exclude_prefixes):
+    for var in persistable_tensors(program):  # on either IR (program_vars.py)
+        if _starts(var.name, exclude_prefixes):
             continue
-        if _is_parameter(var) and not _starts(var.name, adapter_prefixes):
+        if is_parameter(var) and not _starts(var.name, adapter_prefixes):
             model.append(var)
         else:
             other.append(var)

@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from ..errors import ConfigError, SegDistillError
 from .sources import open_weights
@@ -51,18 +51,19 @@ class LoadReport:
         return f"There are {len(self.loaded)}/{self.total} variables in {self.source} are loaded."
 
 
-def _candidates(program: Any, prefix: str) -> list[tuple[Any, str]]:
+def _candidates(program: Any, prefix: str, exclude: Sequence[str]) -> list[tuple[Any, str]]:
     """(variable, name in the weights) for every variable the weights should fill."""
-    if not prefix:
-        return [(var, var.name) for var in program.all_parameters()]
-    # After `paddleslim.dist.merge` the teacher's parameters are plain persistable variables
-    # (not Parameters) named `<prefix><name>`; the teacher is inference-only, so every persistable
-    # with the prefix is a parameter or a BN statistic.
-    from ..paddle_env import import_paddle
+    from ..program_vars import parameters, persistable_tensors
 
-    dense = import_paddle().base.core.VarDesc.VarType.LOD_TENSOR
-    return [(var, var.name[len(prefix):]) for var in program.list_vars()
-            if var.persistable and var.name.startswith(prefix) and var.type == dense]
+    if not prefix:
+        return [(var, var.name) for var in parameters(program)
+                if not any(var.name.startswith(p) for p in exclude)]
+    # After `paddleslim.dist.merge` the teacher's parameters are plain persistable variables
+    # (not Parameters) named `<prefix><name>` (under PIR, frozen parameters so named); the
+    # teacher is inference-only, so every persistable with the prefix is a parameter or a BN
+    # statistic.
+    return [(var, var.name[len(prefix):]) for var in persistable_tensors(program)
+            if var.name.startswith(prefix)]
 
 
 def _numpy_dtype_name(var: Any) -> str:
@@ -76,14 +77,16 @@ def _numpy_dtype_name(var: Any) -> str:
 
 def load_weights(program: Any, path: str | os.PathLike, *, scope: Any, place: Any,
                  strict: bool, prefix: str = "", label: str = "weights",
-                 log: Optional[Callable[[str], None]] = None) -> LoadReport:
+                 log: Optional[Callable[[str], None]] = None,
+                 exclude_prefixes: Sequence[str] = ()) -> LoadReport:
     """Load a program's parameters from a legacy directory or pdparams into `scope`.
 
     Which variables: without `prefix`, `program.all_parameters()` — every parameter including BN
     moving mean/variance; optimizer state, LR counters and feed/fetch are never touched (legacy
     `load_pretrained_weights` semantics). With `prefix` (a program merged by PaddleSlim), the
     persistable variables named `<prefix><name>`, read from the files `<name>`; the rest of the
-    program is left alone.
+    program is left alone. `exclude_prefixes` (without `prefix`): parameters not to fill (the
+    frozen teacher's, which under PIR are parameters of the student's program).
 
     For the teacher the trainer should load into the teacher's own program and scope *before*
     `merge` (`strict=True`, no prefix): merge then copies the values from `teacher_scope` under
@@ -105,7 +108,7 @@ def load_weights(program: Any, path: str | os.PathLike, *, scope: Any, place: An
         return report
     source = open_weights(path)
     report = LoadReport(str(path))
-    candidates = _candidates(program, prefix)
+    candidates = _candidates(program, prefix, exclude_prefixes)
     report.total = len(candidates)
     if strict and not candidates:
         raise SegDistillError(f"{label}: the program has no parameters"
