@@ -19,6 +19,19 @@ warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
 warnings.filterwarnings("ignore", message="No ccache found")
 
 
+# Set `SEGDISTILL_EXPERIMENTAL_PIR=1` to let a command run on Paddle 3's PIR through the PIR graph
+# backend before every command works there (docs/design.md "Paddle 3.x" says what does).
+EXPERIMENTAL_PIR_ENV = "SEGDISTILL_EXPERIMENTAL_PIR"
+_pir_allowed = False
+
+
+def allow_experimental_pir() -> None:
+    """From now on, in this process, `import_paddle` also accepts Paddle >= 3 with PIR (the PIR
+    graph backend's tests call it; users set EXPERIMENTAL_PIR_ENV). Other refusals stay."""
+    global _pir_allowed
+    _pir_allowed = True
+
+
 def import_paddle(any_ir: bool = False) -> ModuleType:
     """Import Paddle in static-graph mode and return the module.
 
@@ -36,8 +49,12 @@ def import_paddle(any_ir: bool = False) -> ModuleType:
 
 def _refuse_unsupported(paddle: ModuleType) -> None:
     from .errors import ConfigError
-    from .stack import ir_in_use, paddle_problem
+    from .stack import PIR, ir_in_use, paddle_problem
 
-    problem = paddle_problem(str(paddle.__version__), ir_in_use(paddle))
+    version, ir = str(paddle.__version__), ir_in_use(paddle)
+    if ir == PIR and int(version.split(".")[0]) >= 3 and (
+            _pir_allowed or os.environ.get(EXPERIMENTAL_PIR_ENV) == "1"):
+        return
+    problem = paddle_problem(version, ir)
     if problem is not None:
         raise ConfigError(f"{problem} ('segdistill doctor' shows the whole stack)")

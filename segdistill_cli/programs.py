@@ -5,6 +5,10 @@ did, so auto-generated names restart at 0 (the teacher's logits are `bilinear_in
 The generator is kept on the result: whoever appends feeds, losses or an optimizer later must do it
 inside `built.guard()` (same generator), otherwise two ops can write the same temporary name
 (docs/design.md "Legacy facts").
+
+Under Paddle 3's PIR the same model code builds through `recorded_programs.py` (values have no
+names there; the recorder keeps the legacy ones, `BuiltProgram.recorded`), and the teacher is
+built into the student's program instead of a program of its own (distill/teacher.py).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Any, Iterator, Optional, Sequence
 from .errors import ConfigError, SegDistillError
 from .models import build_deeplabv3p
 from .paddle_env import import_paddle
+from .stack import PIR, ir_in_use
 
 IMAGE_FEED = "image"
 
@@ -32,6 +37,9 @@ class BuiltProgram:
     role: str = "student"
     is_test: bool = False
     cfg: Any = field(default=None, repr=False)
+    # PIR: the legacy-name recorder (models/legacy_names.NamedOps) the program was built through;
+    # None on the legacy IR, where the program's variables carry the names themselves.
+    recorded: Any = field(default=None, repr=False)
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
@@ -44,10 +52,25 @@ class BuiltProgram:
     def var(self, alias_or_name: str) -> Any:
         """The Variable for an alias (`logits`, `backbone.out`, ...) or a raw variable name."""
         name = self.aliases.get(alias_or_name, alias_or_name)
+        if self.recorded is not None:
+            value = self.recorded.value_of(name)
+            if value is None:
+                raise ConfigError(f"{self.role} program has no variable or alias {alias_or_name!r}")
+            return value
         block = self.main.global_block()
         if not block.has_var(name):
             raise ConfigError(f"{self.role} program has no variable or alias {alias_or_name!r}")
         return block.var(name)
+
+    @property
+    def listing(self) -> Any:
+        """What lists this program's variables by name (`.list_vars()`, each with name, shape,
+        persistable): the program itself, or under PIR the recorder's legacy-named records."""
+        if self.recorded is None:
+            return self.main
+        from .recorded_programs import RecordedVars
+
+        return RecordedVars(self.recorded)
 
 
 def crop_hw(cfg: Any, key: str) -> tuple[int, int]:
@@ -67,6 +90,10 @@ def feed_shape(cfg: Any, key: str = "TRAIN_CROP_SIZE") -> list[int]:
 
 def _build(cfg: Any, shape: Sequence[int], is_test: bool, role: str) -> BuiltProgram:
     paddle = import_paddle()
+    if ir_in_use(paddle) == PIR:
+        from .recorded_programs import build_recorded_program
+
+        return build_recorded_program(cfg, shape, is_test, role)
     main, startup = paddle.static.Program(), paddle.static.Program()
     # paddle.utils.unique_name does not re-export the generator class; base.unique_name does.
     generator = paddle.base.unique_name.UniqueNameGenerator()
@@ -88,18 +115,29 @@ def build_eval(cfg: Any) -> BuiltProgram:
     return _build(cfg, feed_shape(cfg, "EVAL_CROP_SIZE"), is_test=True, role="eval")
 
 
-def build_teacher(cfg: Any, image_shape: Optional[Sequence[int]] = None) -> BuiltProgram:
-    """Teacher program in inference mode (legacy: built for training, then clone(for_test=True)).
-
-    `image_shape` should be the student's image shape ([-1, C, H, W]) so that `merge` can map the
-    teacher's 'image' onto the student's; default: the teacher config's TRAIN_CROP_SIZE.
-    """
+def teacher_shape(cfg: Any, image_shape: Optional[Sequence[int]]) -> list[int]:
+    """The teacher's image shape: the student's ([-1, C, H, W]) or else the teacher config's
+    TRAIN_CROP_SIZE; the channel count must be the teacher's DATA_DIM."""
     shape = list(image_shape) if image_shape is not None else feed_shape(cfg)
     if len(shape) != 4:
         raise SegDistillError(f"teacher image shape must be [N, C, H, W], got {shape}")
     if int(shape[1]) != int(cfg.DATASET.DATA_DIM):
         raise ConfigError(f"DATASET.DATA_DIM: teacher expects {cfg.DATASET.DATA_DIM} channels, the "
                           f"student feeds {shape[1]}")
+    return shape
+
+
+def build_teacher(cfg: Any, image_shape: Optional[Sequence[int]] = None) -> BuiltProgram:
+    """Teacher program in inference mode (legacy: built for training, then clone(for_test=True)).
+
+    `image_shape` should be the student's image shape ([-1, C, H, W]) so that `merge` can map the
+    teacher's 'image' onto the student's; default: the teacher config's TRAIN_CROP_SIZE.
+    """
+    shape = teacher_shape(cfg, image_shape)
+    if ir_in_use(import_paddle()) == PIR:  # no clone under PIR: built in inference mode
+        from .recorded_programs import build_recorded_program
+
+        return build_recorded_program(cfg, shape, True, "teacher", cloned_for_test=True)
     built = _build(cfg, shape, is_test=False, role="teacher")
     test_main = built.main.clone(for_test=True)  # kernels: distill/teacher.py, once merged
     block = test_main.global_block()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -39,24 +39,26 @@ def model_config(name: str) -> tuple[Any, list[int]]:
 
 def weights(cfg: Any) -> dict[str, np.ndarray]:
     """Every persistable of the model, drawn from a generator seeded by its name, so both stacks
-    get the same values whatever order they create the variables in. Conv weights have variance
-    1 / fan-in (2 / fan-in let Xception65's logits reach 5e6), BN statistics and scales lie
-    around their usual values."""
+    get the same values whatever order they create the variables in (`seeded_value`)."""
     from segdistill_cli.models import parameter_manifest
 
-    values = {}
-    for name, shape in parameter_manifest(cfg).items():
-        rng = np.random.default_rng(int(hashlib.sha256(name.encode()).hexdigest()[:12], 16))
-        if len(shape) == 4:
-            value = rng.normal(0.0, (1.0 / np.prod(shape[1:])) ** 0.5, shape)
-        elif name.endswith(("variance", "_bn_variance")):
-            value = rng.uniform(0.5, 1.5, shape)
-        elif name.endswith(("gamma", "_bn_scale")):
-            value = rng.uniform(0.8, 1.2, shape)
-        else:  # beta, offset, moving mean, bias
-            value = rng.normal(0.0, 0.1, shape)
-        values[name] = value.astype(np.float32)
-    return values
+    return {name: seeded_value(name, shape) for name, shape in parameter_manifest(cfg).items()}
+
+
+def seeded_value(name: str, shape: Sequence[int]) -> np.ndarray:
+    """A value for the variable `name`, from a generator seeded by the name. Conv weights have
+    variance 1 / fan-in (2 / fan-in let Xception65's logits reach 5e6), BN statistics and scales
+    lie around their usual values."""
+    rng = np.random.default_rng(int(hashlib.sha256(name.encode()).hexdigest()[:12], 16))
+    if len(shape) == 4:
+        value = rng.normal(0.0, (1.0 / np.prod(shape[1:])) ** 0.5, shape)
+    elif name.endswith(("variance", "_bn_variance")):
+        value = rng.uniform(0.5, 1.5, shape)
+    elif name.endswith(("gamma", "_bn_scale")):
+        value = rng.uniform(0.8, 1.2, shape)
+    else:  # beta, offset, moving mean, bias
+        value = rng.normal(0.0, 0.1, shape)
+    return value.astype(np.float32)
 
 
 def image(shape: list[int]) -> np.ndarray:

@@ -11,7 +11,7 @@ from _legacy_listings import PAIRS, configs, legacy_listing, listing, load_fixtu
 from segdistill_cli.inspect import TEACHER_PREFIX
 from segdistill_cli.paddle_env import import_paddle
 from segdistill_cli.programs import feed_shape
-from segdistill_cli.recorded_programs import build_recorded, inspect_recorded
+from segdistill_cli.recorded_programs import build_recorded, describe, inspect_recorded
 from segdistill_cli.stack import PIR, ir_in_use
 
 paddle = import_paddle(any_ir=True)  # the tests themselves say where they apply
@@ -57,9 +57,9 @@ def test_a_wrong_naming_rule_is_caught():
     shape = feed_shape(pair_configs.student, "TRAIN_CROP_SIZE")
     teacher = build_recorded(pair_configs.teacher, shape, teacher=True, backend="graph")
     real = legacy_listing("demo")["teacher"]["vars"]
-    assert listing_vars(teacher.describe(TEACHER_PREFIX)) == real
-    teacher.ops.cloned_for_test = False
-    wrong = listing_vars(teacher.describe(TEACHER_PREFIX))
+    assert listing_vars(describe(teacher, TEACHER_PREFIX)) == real
+    teacher.recorded.cloned_for_test = False
+    wrong = listing_vars(describe(teacher, TEACHER_PREFIX))
     differ = [v["name"] for v, w in zip(real, wrong) if v != w]
     assert len(differ) > 60 and all(".tmp_" in name for name in differ)
 
@@ -76,8 +76,8 @@ def test_pir_backend_code_gives_the_same_listing_and_logits_on_the_legacy_ir():
     pair_configs = configs("demo")
     cfg = pair_configs.teacher  # ASPP, decoder, dropout, bias: every primitive
     shape = feed_shape(pair_configs.student, "TRAIN_CROP_SIZE")
-    assert listing_vars(build_recorded(cfg, shape, teacher=True, backend="pir").describe(
-        TEACHER_PREFIX)) == load_fixture("demo")["teacher"]["vars"]
+    assert listing_vars(describe(build_recorded(cfg, shape, teacher=True, backend="pir"),
+                                 TEACHER_PREFIX)) == load_fixture("demo")["teacher"]["vars"]
     legacy = build_recorded(cfg, shape, teacher=True, backend="graph")
     pir = build_recorded(cfg, shape, teacher=True, backend="pir")
     exe = paddle.static.Executor(paddle.CPUPlace())
@@ -86,7 +86,7 @@ def test_pir_backend_code_gives_the_same_listing_and_logits_on_the_legacy_ir():
     exe.run(legacy.startup, scope=legacy_scope)
     exe.run(pir.startup, scope=pir_scope)
     rng = np.random.default_rng(0)
-    for name, var in legacy.ops.vars.items():
+    for name, var in legacy.recorded.vars.items():
         if var.persistable:  # random BN statistics too, so "moving statistics used" is tested
             value = rng.normal(0.5, 0.2, var.shape).astype("float32")
             if name.endswith("moving_variance"):

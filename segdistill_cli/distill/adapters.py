@@ -39,7 +39,9 @@ def apply_adapter(student: Any, plan: Any) -> Any:
     import paddle.nn.functional as F
 
     out = student
-    if plan.out_channels is not None:
+    if plan.out_channels is not None and paddle.framework.in_pir_mode():
+        out = _pir_conv_bn(out, plan)
+    elif plan.out_channels is not None:
         attr = paddle.ParamAttr
         out = paddle.static.nn.conv2d(
             out, num_filters=plan.out_channels, filter_size=1,
@@ -52,3 +54,16 @@ def apply_adapter(student: Any, plan: Any) -> Any:
     if plan.out_hw is not None:
         out = F.interpolate(out, size=list(plan.out_hw), mode="bilinear", align_corners=True)
     return out
+
+
+def _pir_conv_bn(x: Any, plan: Any) -> Any:
+    """The conv1x1 + BN above under PIR, where static.nn.conv2d/batch_norm do not build: the model
+    backend's primitives with the same parameter names and static.nn's defaults (conv init
+    Normal(0, sqrt(2 / C_in)), no bias; BN momentum 0.9, epsilon 1e-5, global weight decay)."""
+    from ..models.pir_ops import PirOps
+
+    ops = PirOps(is_test=False)
+    out = ops.conv2d(x, plan.out_channels, 1, 1, 0, 1, 1, f"{plan.param_prefix}/weights", None)
+    return ops.batch_norm(out, f"{plan.param_prefix}/BatchNorm/",
+                          ("gamma", "beta", "moving_mean", "moving_variance"), 1e-5, 0.9,
+                          no_decay=False)

@@ -1,4 +1,5 @@
-"""Turn resolved DISTILL pairs into weighted loss terms inside the merged training program.
+"""Turn resolved DISTILL pairs into weighted loss terms inside the merged training program (or,
+under PIR, the one program holding student and frozen teacher: engine/graph.py).
 
 The trainer's order: ONE name generator for student, losses and optimizer, otherwise two ops can
 write the same temp name, e.g. `reshape2_0.tmp_0` (docs/design.md, Legacy facts: Name generators):
@@ -20,7 +21,7 @@ write the same temp name, e.g. `reshape2_0.tmp_0` (docs/design.md, Legacy facts:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from ..errors import SegDistillError
 from ..paddle_env import import_paddle
@@ -48,14 +49,16 @@ class DistillLosses:
 
 def add_distill_losses(program: Any, startup_program: Any, pairs: Sequence[ResolvedPair],
                        mask: Optional[Any] = None, label: Optional[Any] = None,
-                       ignore_index: int = 255, label_mask: Optional[Any] = None) -> DistillLosses:
+                       ignore_index: int = 255, label_mask: Optional[Any] = None,
+                       lookup: Optional[Callable[[str], Optional[Any]]] = None) -> DistillLosses:
     """Append adapters and WEIGHTED losses for `pairs` to the merged `program`.
 
     Call under the student's unique_name generator (module docstring). `mask` (int [N,1,H,W],
     1 = a pixel the distillation sees) or else `label != ignore_index` feeds the masked losses
     (kl, dist) and custom functions that ask for a mask; kl without either raises
     SegDistillError. `MASK: correct` also needs `label` and `label_mask` (1 = the pixel has a
-    label; default `label != ignore_index`).
+    label; default `label != ignore_index`). `lookup` finds a merged name's variable where the
+    program cannot (PIR: distill/teacher.py `teacher_lookup`); default: the program's block.
     """
     if not pairs:
         raise SegDistillError("no distillation pairs to build")
@@ -64,9 +67,9 @@ def add_distill_losses(program: Any, startup_program: Any, pairs: Sequence[Resol
     first_new_op = len(program.global_block().ops)
     with paddle.static.program_guard(program, startup_program):
         for pair in pairs:
-            students = [apply_adapter(_var(program, n, pair, "STUDENT"), plan)
+            students = [apply_adapter(_var(program, n, pair, "STUDENT", lookup), plan)
                         for n, plan in zip(pair.student, pair.adapters)]
-            teachers = [_var(program, n, pair, "TEACHER") for n in pair.teacher]
+            teachers = [_var(program, n, pair, "TEACHER", lookup) for n in pair.teacher]
             pair_mask = _mask_for(pair, students[0], mask, label, ignore_index)
             if pair.options.get("mask", "none") != "none":
                 pair_mask, kept = _select_pixels(pair, teachers[0], pair_mask, label,
@@ -79,7 +82,8 @@ def add_distill_losses(program: Any, startup_program: Any, pairs: Sequence[Resol
             logged[f"raw/{pair.name}"] = paddle.assign(raw)
             logged.update({f"raw/{pair.name}.{part}": v for part, v in parts.items()})
         total = paddle.add_n(list(terms.values())) if len(terms) > 1 else next(iter(terms.values()))
-    _check_no_name_clash(program, first_new_op)
+    if lookup is None:  # PIR values have no generated names that could clash
+        _check_no_name_clash(program, first_new_op)
     return DistillLosses(terms=terms, total=total, logged=logged)
 
 
@@ -117,13 +121,18 @@ def _check_no_name_clash(program: Any, first_new_op: int) -> None:
                 "unique_name generator")
 
 
-def _var(program: Any, name: str, pair: ResolvedPair, side: str) -> Any:
-    block = program.global_block()
-    if not block.has_var(name):
+def _var(program: Any, name: str, pair: ResolvedPair, side: str,
+         lookup: Optional[Callable[[str], Optional[Any]]] = None) -> Any:
+    if lookup is not None:
+        found = lookup(name)
+    else:
+        block = program.global_block()
+        found = block.var(name) if block.has_var(name) else None
+    if found is None:
         hint = " (was the teacher merged into this program?)" if side == "TEACHER" else ""
         raise SegDistillError(f"{pair.where}.{side}: variable {name!r} is not in the training "
                               f"program{hint}")
-    return block.var(name)
+    return found
 
 
 def _mask_for(pair: ResolvedPair, like: Any, mask: Optional[Any], label: Optional[Any],

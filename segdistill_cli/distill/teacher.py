@@ -18,9 +18,14 @@
 `attach_teacher` runs 3 to 5, as training needs them. Whether the loaded teacher is any good on
 the data is `engine/teacher_check.py` (it needs the evaluator, which sits above this package).
 
-This is the seam for a second graph backend (Paddle 3's PIR, where PaddleSlim's merge cannot run
-and variables are not found by name): such a backend provides these steps for its own program
-type; `TEACHER_PREFIX` and `merged_name` are the names every backend shows the user.
+The seam for the second graph backend, Paddle 3's PIR (a `BuiltProgram` with `recorded` names),
+where PaddleSlim's merge cannot run and values are not found by name. There the same life has no
+merge: 2. the teacher is built INTO the student's program in inference mode, its parameters
+frozen under the merged names (`recorded_programs.build_teacher_into`); 3. after the one startup
+run, `load_teacher_in_place` loads its weights strictly into those names; 4. `teacher_lookup`
+finds a merged name's value (what `block.var` does after a merge); 5. no oneDNN marking (PIR ops
+have no `use_mkldnn` attribute); 6. `check_teacher_frozen` checks the PIR program's ops.
+`TEACHER_PREFIX` and `merged_name` are the names every backend shows the user.
 Paddle is imported inside the functions: importing this module stays cheap (inspect, pairs).
 """
 from __future__ import annotations
@@ -34,7 +39,8 @@ from ..config import Configs
 from ..errors import ConfigError, SegDistillError
 from ..models import parameter_manifest
 from ..paddle_env import import_paddle
-from ..programs import IMAGE_FEED, BuiltProgram, build_teacher
+from ..program_vars import is_pir_program, persistable_tensors
+from ..programs import IMAGE_FEED, BuiltProgram, build_teacher, teacher_shape
 from ..weights import check_structure, load_weights
 
 TEACHER_PREFIX = "teacher_"
@@ -86,10 +92,33 @@ def check_teacher_weights(teacher_cfg: Any) -> list[SegDistillError]:
 # ---- 2. build -----------------------------------------------------------------------------------
 
 def build_teacher_program(configs: Configs, student: BuiltProgram) -> BuiltProgram:
-    """The teacher, fed the student's image (same shape), in inference mode."""
+    """The teacher, fed the student's image (same shape), in inference mode. Under PIR it is
+    built into the student's program (frozen, merged names) and shares `student.main`."""
     if configs.teacher is None:
         raise ConfigError(NEEDS_TEACHER_CFG)
+    if student.recorded is not None:
+        from ..recorded_programs import build_teacher_into
+
+        teacher_shape(configs.teacher, list(student.image.shape))  # the same checks
+        return build_teacher_into(configs.teacher, student, TEACHER_PREFIX)
     return build_teacher(configs.teacher, list(student.image.shape))
+
+
+def teacher_lookup(student: BuiltProgram,
+                   teacher: BuiltProgram) -> Optional[Callable[[str], Optional[Any]]]:
+    """Merged name -> value for the PIR backend's one program (`teacher_<name>` -> the teacher's
+    value recorded as `<name>`, a mapped feed -> the student's, anything else -> the student's);
+    None on the legacy IR, where the merged program's block finds every name itself."""
+    if student.recorded is None:
+        return None
+    merged = {merged_name(name): name for name in teacher.recorded.vars}
+
+    def lookup(name: str) -> Optional[Any]:
+        if name in merged:
+            return teacher.recorded.value_of(merged[name])
+        return student.recorded.value_of(name)
+
+    return lookup
 
 
 # ---- 3. strict load -----------------------------------------------------------------------------
@@ -99,16 +128,32 @@ def load_teacher(configs: Configs, teacher: BuiltProgram, exe: Any, place: Any,
     """Run the teacher's startup in its own scope and load its weights strictly (every parameter,
     right shape, or an error naming them); return that scope."""
     paddle = import_paddle()
-    teacher_dir = configs.teacher.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR
-    if not teacher_dir:
-        raise ConfigError(f"{WEIGHTS_KEY} is not set in the teacher config: the teacher's weights "
-                          "are required")
+    teacher_dir = _teacher_dir(configs)
     teacher_scope = paddle.static.Scope()
     exe.run(teacher.startup, scope=teacher_scope)
     report = load_weights(teacher.main, teacher_dir, scope=teacher_scope, place=place, strict=True,
                           label=WEIGHTS_LABEL)
     log(f"teacher: {len(report.loaded)}/{report.total} parameters loaded from {teacher_dir}")
     return teacher_scope
+
+
+def load_teacher_in_place(configs: Configs, program: Any, scope: Any, place: Any,
+                          log: Callable[[str], None]) -> None:
+    """The PIR backend's strict load: the teacher's weights into its merged names
+    (`teacher_<name>` from the file `<name>`) in the training scope, after the startup run gave
+    them random values; every teacher persistable filled, right shape, or an error."""
+    teacher_dir = _teacher_dir(configs)
+    report = load_weights(program, teacher_dir, scope=scope, place=place, strict=True,
+                          prefix=TEACHER_PREFIX, label=WEIGHTS_LABEL)
+    log(f"teacher: {len(report.loaded)}/{report.total} parameters loaded from {teacher_dir}")
+
+
+def _teacher_dir(configs: Configs) -> str:
+    teacher_dir = configs.teacher.SLIM.KNOWLEDGE_DISTILL_TEACHER_MODEL_DIR
+    if not teacher_dir:
+        raise ConfigError(f"{WEIGHTS_KEY} is not set in the teacher config: the teacher's weights "
+                          "are required")
+    return teacher_dir
 
 
 # ---- 4. merge -----------------------------------------------------------------------------------
@@ -133,8 +178,7 @@ def merge_teacher(teacher_program: Any, student_program: Any, place: Any, teache
 
 def teacher_persistables(program: Any, prefix: str = TEACHER_PREFIX) -> list[str]:
     """Names of the merged teacher's persistable variables (its weights and BN statistics)."""
-    return sorted(v.name for v in program.list_vars()
-                  if v.persistable and v.name.startswith(prefix))
+    return sorted(v.name for v in persistable_tensors(program) if v.name.startswith(prefix))
 
 
 def _check_inputs(teacher_program: Any, student_program: Any,
@@ -205,6 +249,9 @@ def check_teacher_frozen(program: Any, prefix: str = TEACHER_PREFIX) -> None:
     loss: backward work that would be wasted); no op other than the teacher's inference-mode
     forward writes a teacher persistable.
     """
+    if is_pir_program(program):
+        _check_frozen_pir(program, prefix)
+        return
     paddle = import_paddle()
     block = program.global_block()
     for var in program.list_vars():
@@ -222,6 +269,29 @@ def check_teacher_frozen(program: Any, prefix: str = TEACHER_PREFIX) -> None:
         if written and not inference:
             raise SegDistillError(f"op {op.type!r} writes teacher weights: "
                                   f"{', '.join(sorted(written)[:5])}")
+
+
+def _check_frozen_pir(program: Any, prefix: str) -> None:
+    """`check_teacher_frozen` for a PIR program, where only persistable values have names: every
+    teacher persistable is stop_gradient and not trainable; no gradient op reads one (backward
+    would run through the teacher); no in-place op writes one except batch norm in inference
+    mode (it names its statistics as outputs and copies them)."""
+    for value in persistable_tensors(program):
+        if value.name.startswith(prefix) and (not value.stop_gradient
+                                              or getattr(value, "trainable", False)):
+            raise SegDistillError(f"teacher variable {value.name!r} is trainable")
+    for op in program.global_block().ops:
+        read = sorted({v.name for v in op.operands_source()
+                       if v.persistable and v.name.startswith(prefix)})
+        if not read:
+            continue
+        name = op.name()
+        if name.endswith("_grad"):
+            raise SegDistillError(f"a gradient is computed through the teacher's {name!r} "
+                                  f"(reads {read[0]!r}); mark the teacher stop_gradient")
+        inference_bn = name == "pd_op.batch_norm_" and bool(op.attrs().get("is_test"))
+        if name.endswith("_") and not inference_bn:
+            raise SegDistillError(f"op {name!r} writes teacher weights: {', '.join(read[:5])}")
 
 
 def _teacher_only_vars(program: Any, prefix: str) -> set[str]:

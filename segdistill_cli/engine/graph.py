@@ -7,6 +7,12 @@ alone was a bug)  →  the teacher's frozen check.
 
 Everything the student adds after the model (feeds, losses, adapters, optimizer) is appended under
 the student's own name generator: otherwise two ops can write the same temp name (docs/design.md "Legacy facts").
+
+Under Paddle 3's PIR (programs built through recorded_programs.py) the same function builds the
+merge-free one-program graph: the teacher is built into the student's program in inference mode
+with frozen parameters under the merged `teacher_` names (distill/teacher.py), the pairs resolve
+through the recorded legacy names, the same losses, CE and optimizer are appended, and the
+teacher's weights are loaded strictly after the startup run (docs/design.md "Paddle 3.x").
 """
 from __future__ import annotations
 
@@ -18,9 +24,10 @@ from ..config import Configs
 from ..distill.build import DistillLosses, add_distill_losses
 from ..distill.pairs import ResolvedPair, resolve_pairs
 from ..distill.teacher import (TEACHER_PREFIX, attach_teacher, build_teacher_program,
-                               check_teacher_frozen)
+                               check_teacher_frozen, load_teacher_in_place, teacher_lookup)
 from ..launcher import RunContext, distributed_optimizer, launch_log_dir
 from ..paddle_env import import_paddle
+from ..program_vars import is_pir_program, parameters
 from ..programs import BuiltProgram, build_student_train, crop_hw
 from .seg_loss import softmax_ce_loss
 from .solver import build_optimizer
@@ -48,7 +55,7 @@ class TrainGraph:
 
     def student_trainable(self) -> list[str]:
         """Names of the parameters the optimizer updates (the same on every rank)."""
-        return sorted(p.name for p in self.main.all_parameters() if p.trainable)
+        return sorted(p.name for p in parameters(self.main) if p.trainable)
 
     @property
     def main(self) -> Any:
@@ -81,7 +88,7 @@ def seeded_student(cfg: Any, seed: int) -> BuiltProgram:
 
 def plan_pairs(configs: Configs, student: BuiltProgram, teacher: BuiltProgram) -> list[ResolvedPair]:
     """Resolve and check every DISTILL pair against the two programs (names, shapes, adapters)."""
-    return resolve_pairs(configs.student.distill_pairs, student.main, teacher.main,
+    return resolve_pairs(configs.student.distill_pairs, student.listing, teacher.listing,
                          student.aliases, teacher.aliases, prefix=TEACHER_PREFIX,
                          source=configs.student.origin("DISTILL"))
 
@@ -123,11 +130,12 @@ def build_train_graph(configs: Configs, ctx: RunContext, train_total_images: int
     if use_teacher:
         teacher = teacher or build_teacher_program(configs, student)
         pairs = pairs if pairs is not None else plan_pairs(configs, student, teacher)
-        attach_teacher(configs, student, teacher, exe, place, scope, log)
+        if student.recorded is None:  # PIR: the teacher is in student.main already
+            attach_teacher(configs, student, teacher, exe, place, scope, log)
         with student.guard():
             distill = add_distill_losses(student.main, student.startup, pairs, mask=pixels,
                                          label=label, ignore_index=int(cfg.DATASET.IGNORE_INDEX),
-                                         label_mask=mask)
+                                         label_mask=mask, lookup=teacher_lookup(student, teacher))
             coverage = {"mask/ce": _coverage(mask), "mask/distill": _coverage(pixels)}
     else:
         teacher, pairs = None, []
@@ -141,5 +149,30 @@ def build_train_graph(configs: Configs, ctx: RunContext, train_total_images: int
     if distill is not None:
         check_teacher_frozen(student.main)  # no teacher grads, no teacher updates
     exe.run(student.startup, scope=scope)
+    if distill is not None and student.recorded is not None:
+        # PIR: the startup just gave the teacher's parameters random values.
+        load_teacher_in_place(configs, student.main, scope, place, log)
     return TrainGraph(student, teacher, scope, place, exe, label, mask, ce, distill, total,
                       scheduler, pairs or [], coverage, getattr(optimizer, "report", None))
+
+
+def runnable_program(graph: TrainGraph, distributed: bool) -> Any:
+    """What the executor runs each step. Single process, legacy IR: a CompiledProgram with
+    legacy's build strategy. Distributed: fleet has already rewritten the main program, which
+    runs as it is. PIR: the program itself (CompiledProgram refuses a PIR program)."""
+    if distributed or is_pir_program(graph.main):
+        return graph.main
+    paddle = import_paddle()
+    strategy = paddle.static.BuildStrategy()
+    strategy.fuse_elewise_add_act_ops = True  # legacy setting
+    return paddle.static.CompiledProgram(graph.main, build_strategy=strategy)
+
+
+def run_step(graph: TrainGraph, program: Any, feed: dict, fetch_list: list) -> list:
+    """One run of `program` in the graph's scope. Under PIR the run also makes that scope the
+    global one: Paddle 3.3.1's PIR executor writes the LR scheduler's value into
+    `global_scope()`, not into the scope it was given (docs/design.md "Paddle 3.x")."""
+    if not is_pir_program(graph.main):
+        return graph.exe.run(program, feed=feed, fetch_list=fetch_list, scope=graph.scope)
+    with import_paddle().static.scope_guard(graph.scope):
+        return graph.exe.run(program, feed=feed, fetch_list=fetch_list, scope=graph.scope)

@@ -41,7 +41,8 @@ from ..weights import load_weights
 from . import checkpoints, run_dir
 from .evaluator import Evaluator
 from .teacher_check import TeacherCheck, check_teacher, enforce
-from .graph import TrainGraph, build_train_graph, plan_pairs, seeded_student
+from .graph import (TrainGraph, build_train_graph, plan_pairs, run_step, runnable_program,
+                    seeded_student)
 from .preemption import LINE_START, Preempted, StopRequest, resume_command
 from .train_log import TrainLogger, format_duration, visualdl_log_writer
 
@@ -330,7 +331,7 @@ class Trainer:
         if pretrained and Path(pretrained).exists():
             load_weights(graph.main, pretrained, scope=graph.scope, place=graph.place,
                          strict=False, label=f"{self.model_role} pretrained weights",
-                         log=self.echo)
+                         log=self.echo, exclude_prefixes=(TEACHER_PREFIX,))
         else:
             why = f"{pretrained} not found" if pretrained else "TRAIN.PRETRAINED_MODEL_DIR not set"
             self.echo(f"{self.model_role}: no pretrained weights ({why}), training from scratch")
@@ -339,20 +340,13 @@ class Trainer:
     def _program(self, graph: TrainGraph) -> Any:
         """Single process: a CompiledProgram with legacy's build strategy. Distributed: fleet has
         already rewritten the main program, which runs as it is."""
-        if self.ctx.distributed:
-            return graph.main
-        from ..paddle_env import import_paddle
-
-        paddle = import_paddle()
-        strategy = paddle.static.BuildStrategy()
-        strategy.fuse_elewise_add_act_ops = True  # legacy setting
-        return paddle.static.CompiledProgram(graph.main, build_strategy=strategy)
+        return runnable_program(graph, self.ctx.distributed)
 
     def _step(self, graph: TrainGraph, program: Any, batch: dict, names: list[str],
               fetch: list[Any], global_step: int) -> dict[str, float]:
         """One optimiser step (`global_step` steps were done before it)."""
         self._seed_generator(global_step)
-        values = graph.exe.run(program, feed=batch, fetch_list=fetch, scope=graph.scope)
+        values = run_step(graph, program, batch, fetch)
         graph.lr_scheduler.step()
         return {n: float(np.asarray(v).reshape(-1)[0]) for n, v in zip(names, values)}
 

@@ -78,7 +78,7 @@ class NamedOps:
     vars: dict[str, _Var] = field(default_factory=dict)
     ops: list[_Op] = field(default_factory=list)
     _name_by_id: dict[int, str] = field(default_factory=dict)
-    _keep: list[Any] = field(default_factory=list)  # keeps ids unique while recorded
+    _value_by_name: dict[str, Any] = field(default_factory=dict)  # also keeps ids unique
 
     # ---- recording ----------------------------------------------------------------------------
     def feed(self, value: Any, name: str) -> Any:
@@ -93,7 +93,7 @@ class NamedOps:
 
     def _bind(self, value: Any, name: str) -> Any:
         self._name_by_id[id(value)] = name
-        self._keep.append(value)
+        self._value_by_name[name] = value
         return value
 
     def _tmp_like(self, layer: str, value: Any) -> str:
@@ -104,6 +104,11 @@ class NamedOps:
 
     def name_of(self, x: Any) -> Optional[str]:
         return self._name_by_id.get(id(x))
+
+    def value_of(self, name: str) -> Optional[Any]:
+        """The value recorded under a legacy name: a feed or an op's output (parameters are not
+        kept, they are found by their real names)."""
+        return self._value_by_name.get(name)
 
     def _name(self, x: Any) -> str:
         name = self.name_of(x)

@@ -15,13 +15,26 @@ from .layers import GraphOps
 
 
 class PirOps(GraphOps):
-    """`GraphOps` with conv2d and batch_norm that build under PIR (also under the legacy IR)."""
+    """`GraphOps` with conv2d and batch_norm that build under PIR (also under the legacy IR).
 
-    def __init__(self, is_test: bool = False) -> None:
+    `param_prefix` goes in front of every parameter name (the teacher inside the student's
+    program: `teacher_`), `frozen` makes every parameter non-trainable (stop_gradient): the
+    teacher of the one-program distillation (docs/design.md "Paddle 3.x")."""
+
+    def __init__(self, is_test: bool = False, param_prefix: str = "", frozen: bool = False) -> None:
         from ..paddle_env import import_paddle
 
         self.paddle = import_paddle(any_ir=True)
         self.is_test = is_test
+        self.param_prefix = param_prefix
+        self.frozen = frozen
+
+    def _attr(self, name: str, initializer: Any, trainable: bool = True,
+              regularizer: Any = None) -> Any:
+        trainable = trainable and not self.frozen
+        return self.paddle.ParamAttr(name=self.param_prefix + name, initializer=initializer,
+                                     regularizer=regularizer if trainable else None,
+                                     trainable=trainable)
 
     def conv2d(self, x, filters, size, stride, padding, dilation, groups, weight_name, bias_name):
         paddle = self.paddle
@@ -30,14 +43,12 @@ class PirOps(GraphOps):
         std = (2.0 / (size * size * cin)) ** 0.5
         weight = paddle.static.create_parameter(
             [filters, cin // groups, size, size], "float32",
-            attr=paddle.ParamAttr(name=weight_name,
-                                  initializer=paddle.nn.initializer.Normal(0.0, std)))
+            attr=self._attr(weight_name, paddle.nn.initializer.Normal(0.0, std)))
         bias = None
         if bias_name is not None:
             bias = paddle.static.create_parameter(
                 [filters], "float32", is_bias=True,
-                attr=paddle.ParamAttr(name=bias_name,
-                                      initializer=paddle.nn.initializer.Constant(0.0)))
+                attr=self._attr(bias_name, paddle.nn.initializer.Constant(0.0)))
         return paddle.nn.functional.conv2d(x, weight, bias=bias, stride=stride, padding=padding,
                                            dilation=dilation, groups=groups)
 
@@ -49,9 +60,7 @@ class PirOps(GraphOps):
         scale_name, offset_name, mean_name, variance_name = (prefix + s for s in suffixes)
 
         def param(name: str, value: float, trainable: bool = True, is_bias: bool = False) -> Any:
-            attr = paddle.ParamAttr(name=name, initializer=paddle.nn.initializer.Constant(value),
-                                    regularizer=regularizer if trainable else None,
-                                    trainable=trainable)
+            attr = self._attr(name, paddle.nn.initializer.Constant(value), trainable, regularizer)
             return paddle.static.create_parameter([channels], "float32", attr=attr,
                                                   is_bias=is_bias)
 
