@@ -7,6 +7,9 @@ the label map alone (`probabilities=False`, `--labels-only`): a softmax over the
 resolution is costly on the CPU (about a quarter of the CamVid student's time at 480x360,
 docs/results.md), and a deployment that only draws the classes does not need it.
 `<out>/deploy.yaml` says how to prepare an image (BGR, resize, pad, normalise) and what comes out.
+Under Paddle 3's PIR the same call writes Paddle 3's inference format, `model.json` +
+`model.pdiparams`, and the outputs are named by its fetch ops (`fetch_name_0`, `fetch_name_1`):
+deploy.yaml names the file and the outputs that were written.
 
 The export is written into a temporary folder beside `<out>`, reloaded with
 `paddle.static.load_inference_model` into a fresh scope, run on a few validation images (or
@@ -74,7 +77,8 @@ def verification_inputs(cfg: Any, count: int = VERIFY_IMAGES) -> tuple[np.ndarra
     return images, f"{count} generated input(s) (no val list)"
 
 
-def deploy_config(cfg: Any, label_name: str, probs_name: str | None) -> dict[str, Any]:
+def deploy_config(cfg: Any, label_name: str, probs_name: str | None,
+                  model_file: str = f"{MODEL_PREFIX}.pdmodel") -> dict[str, Any]:
     width, height = (int(v) for v in cfg.EVAL_CROP_SIZE)
     aug = cfg.AUG
     resize = {"method": aug.AUG_METHOD}
@@ -85,7 +89,7 @@ def deploy_config(cfg: Any, label_name: str, probs_name: str | None) -> dict[str
     else:
         resize["note"] = "stepscaling: no resize at inference"
     return {
-        "model": {"file": f"{MODEL_PREFIX}.pdmodel", "params": f"{MODEL_PREFIX}.pdiparams",
+        "model": {"file": model_file, "params": f"{MODEL_PREFIX}.pdiparams",
                   "format": "paddle.static.save_inference_model", "architecture":
                   f"deeplabv3p/{cfg.MODEL.DEEPLAB.BACKBONE}"},
         "input": {"name": "image", "dtype": "float32", "layout": "NCHW",
@@ -141,8 +145,9 @@ def export_model(choice: Any, out_dir: str | os.PathLike, place: Any = None,
         with paddle.static.scope_guard(scope):  # save_inference_model reads the global scope
             paddle.static.save_inference_model(str(tmp / MODEL_PREFIX), [built.image],
                                                outputs, exe, program=built.main)
-        deploy = deploy_config(choice.cfg, outputs[0].name,
-                               outputs[1].name if probabilities else None)
+        names, model_file = _output_names(tmp, built.main, outputs)
+        deploy = deploy_config(choice.cfg, names[0], names[1] if probabilities else None,
+                               model_file)
         (tmp / DEPLOY_FILE).write_text(yaml.safe_dump(deploy, sort_keys=False), encoding="utf-8")
         images, described = verification_inputs(choice.cfg, verify_images)
         expected = exe.run(built.main, feed={"image": images}, fetch_list=outputs, scope=scope)
@@ -150,6 +155,23 @@ def export_model(choice: Any, out_dir: str | os.PathLike, place: Any = None,
         max_diff = verify_same(expected, got)
     files = sorted(p for p in out.iterdir() if p.is_file())
     return ExportSummary(out, files, described, max_diff)
+
+
+def _output_names(folder: Path, main: Any, outputs: list[Any]) -> tuple[list[str], str]:
+    """(the outputs' names, model file) as written into `folder`. A PIR value has no name of
+    its own (`Value.name` raises): the written program's fetch ops name the outputs, in order."""
+    from .program_vars import is_pir_program
+
+    if not is_pir_program(main):
+        return [o.name for o in outputs], f"{MODEL_PREFIX}.pdmodel"
+    from .paddle_env import import_paddle
+
+    paddle = import_paddle()
+    with paddle.static.scope_guard(paddle.static.Scope()):
+        program, _, _ = paddle.static.load_inference_model(
+            str(folder / MODEL_PREFIX), paddle.static.Executor(paddle.CPUPlace()))
+    names = [op.attrs()["name"] for op in program.global_block().ops if op.name() == "pd_op.fetch"]
+    return names, f"{MODEL_PREFIX}.json"
 
 
 def run_exported(folder: str | os.PathLike, images: np.ndarray, place: Any = None

@@ -275,8 +275,14 @@ def inspect_configs(student_cfg: Any, teacher_cfg: Any = None) -> Inspection:
     """Build the student training program and (if given) the teacher program, without weights."""
     import time
 
+    from .paddle_env import import_paddle
     from .programs import build_student_train, build_teacher
+    from .stack import PIR, ir_in_use
 
+    if ir_in_use(import_paddle()) == PIR:  # values have no names: the recorder lists them
+        from .recorded_programs import inspect_recorded
+
+        return inspect_recorded(student_cfg, teacher_cfg)
     start = time.perf_counter()
     student = build_student_train(student_cfg)
     student_vars = describe_program(student.main, student.aliases)
