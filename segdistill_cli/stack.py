@@ -18,6 +18,7 @@ from importlib import metadata
 from typing import Any, Optional
 
 from . import __version__
+from .paddle_env import EXPERIMENTAL_PIR_ENV
 
 SUPPORTED_PADDLE = "2.6."  # the pin in pyproject.toml: paddlepaddle(-gpu)==2.6.2
 LEGACY, PIR = "legacy", "pir"
@@ -80,8 +81,9 @@ def paddle_problem(version: str, ir: str) -> Optional[str]:
                                           f"{PIR_FLAG}); segdistill needs the legacy IR")
     if version.startswith("3.") and ir == PIR:
         return (f"Paddle {version} runs its new IR (PIR), where intermediate variables have no "
-                "names and the model layers do not build; segdistill has no PIR backend yet and "
-                f"supports Paddle {SUPPORTED_PADDLE}x with the legacy IR")
+                "names and PaddleSlim's merge does not run; segdistill's PIR backend is "
+                f"experimental (set {EXPERIMENTAL_PIR_ENV}=1 to use it) and it supports Paddle "
+                f"{SUPPORTED_PADDLE}x with the legacy IR")
     if version.startswith("3."):
         return (f"Paddle {version}'s legacy IR ({PIR_FLAG}=0) is being removed: from 3.2 on, more "
                 "and more ops reject its variables (on 3.3.1 paddle.sum, paddle.argmax, "

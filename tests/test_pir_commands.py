@@ -45,9 +45,10 @@ def test_without_the_opt_in_commands_are_still_refused():
     proc = segdistill("inspect-vars", "--cfg", str(ROOT / "configs" / "demo.yaml"), opt_in=False)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert _errors(proc) == [f"error: Paddle {VERSION} runs its new IR (PIR), where intermediate "
-                             "variables have no names and the model layers do not build; "
-                             "segdistill has no PIR backend yet and supports Paddle 2.6.x with "
-                             "the legacy IR ('segdistill doctor' shows the whole stack)"]
+                             "variables have no names and PaddleSlim's merge does not run; "
+                             "segdistill's PIR backend is experimental (set "
+                             "SEGDISTILL_EXPERIMENTAL_PIR=1 to use it) and it supports Paddle "
+                             "2.6.x with the legacy IR ('segdistill doctor' shows the whole stack)"]
 
 
 def test_inspect_vars_json_lists_paddle_262s_names_and_shapes():
