@@ -156,7 +156,8 @@ def op_profile(folder: Path, size: tuple[int, int], runs: int) -> dict[str, floa
     program, feeds, fetches = paddle.static.load_inference_model(str(folder / "model"), exe)
     feed = {feeds[0]: np.zeros((1, 3, size[1], size[0]), np.float32)}
     exe.run(program, feed=feed, fetch_list=fetches)  # warm-up, not profiled
-    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU])
+    # on_trace_ready: by default the profiler writes ./profiler_log/ into the caller's folder.
+    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda _: None)
     prof.start()
     for _ in range(runs):
         exe.run(program, feed=feed, fetch_list=fetches)
