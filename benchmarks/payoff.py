@@ -108,7 +108,8 @@ def predictor(folder: Path, threads: int, onednn: bool) -> Any:
     config.set_cpu_math_library_num_threads(threads)
     # Say which kernels, both ways: Paddle Inference 2.6's CPU Config has oneDNN ON by default
     # (`mkldnn_enabled()` is True on a fresh Config), so leaving it alone is not "plain kernels".
-    # Measured at 480x360, 1 thread: oneDNN makes the student ~3x slower and the teacher no faster.
+    # One measurement at 480x360, 1 thread, under load: oneDNN made the student ~3x slower and the
+    # teacher no faster.
     if onednn:
         config.enable_mkldnn()
     else:

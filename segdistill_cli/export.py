@@ -77,8 +77,9 @@ def verification_inputs(cfg: Any, count: int = VERIFY_IMAGES) -> tuple[np.ndarra
     return images, f"{count} generated input(s) (no val list)"
 
 
-def deploy_config(cfg: Any, label_name: str, probs_name: str | None,
+def deploy_config(cfg: Any, output_names: list[str],
                   model_file: str = f"{MODEL_PREFIX}.pdmodel") -> dict[str, Any]:
+    """deploy.yaml; `output_names`: the label map's, then the probabilities' if exported."""
     width, height = (int(v) for v in cfg.EVAL_CROP_SIZE)
     aug = cfg.AUG
     resize = {"method": aug.AUG_METHOD}
@@ -104,11 +105,11 @@ def deploy_config(cfg: Any, label_name: str, probs_name: str | None,
             "mean": [float(v) for v in cfg.MEAN], "std": [float(v) for v in cfg.STD],
         },
         "outputs": [
-            {"name": label_name, "meaning": "label map: class id per pixel (argmax)",
+            {"name": output_names[0], "meaning": "label map: class id per pixel (argmax)",
              "dtype": "int64", "shape": [-1, height, width]},
-            *([{"name": probs_name, "meaning": "softmax probabilities over classes",
-                "dtype": "float32", "shape": [-1, int(cfg.DATASET.NUM_CLASSES), height, width]}]
-              if probs_name else []),
+            *({"name": name, "meaning": "softmax probabilities over classes",
+               "dtype": "float32", "shape": [-1, int(cfg.DATASET.NUM_CLASSES), height, width]}
+              for name in output_names[1:]),
         ],
         "postprocess": "crop the padding off the outputs; resize back with nearest if resized",
         "num_classes": int(cfg.DATASET.NUM_CLASSES),
@@ -146,8 +147,7 @@ def export_model(choice: Any, out_dir: str | os.PathLike, place: Any = None,
             paddle.static.save_inference_model(str(tmp / MODEL_PREFIX), [built.image],
                                                outputs, exe, program=built.main)
         names, model_file = _output_names(tmp, built.main, outputs)
-        deploy = deploy_config(choice.cfg, names[0], names[1] if probabilities else None,
-                               model_file)
+        deploy = deploy_config(choice.cfg, names, model_file)
         (tmp / DEPLOY_FILE).write_text(yaml.safe_dump(deploy, sort_keys=False), encoding="utf-8")
         images, described = verification_inputs(choice.cfg, verify_images)
         expected = exe.run(built.main, feed={"image": images}, fetch_list=outputs, scope=scope)
