@@ -2,7 +2,10 @@
 val subset, both at a reduced size (120x90) so the suite stays fast on 2 CPU cores."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -50,6 +53,23 @@ def write_val_subset(folder: Path, mirrored: bool = False) -> Path:
     return list_file
 
 
+@contextlib.contextmanager
+def _batch_norm_momentum(momentum: float) -> Iterator[None]:
+    """Every batch norm built meanwhile uses `momentum` (the model's BNs have two momenta, from
+    cfg.MODEL.BN_MOMENTUM and MobileNetV2's fixed 0.9), on either IR's layer backend."""
+    from segdistill_cli.models.layers import GraphOps
+    from segdistill_cli.models.pir_ops import PirOps
+
+    def forced(original):
+        def batch_norm(self, x, prefix, suffixes, epsilon, _momentum, no_decay):
+            return original(self, x, prefix, suffixes, epsilon, momentum, no_decay)
+        return batch_norm
+
+    with mock.patch.object(GraphOps, "batch_norm", forced(GraphOps.batch_norm)), \
+            mock.patch.object(PirOps, "batch_norm", forced(PirOps.batch_norm)):
+        yield
+
+
 def make_checkpoint(cfg, save_dir: Path, seed: int = 3) -> Path:
     """A real student checkpoint (-> save_dir/best_model, written by the trainer's own
     `save_checkpoint`): the train program's seeded initialisation with BN statistics calibrated on
@@ -61,13 +81,11 @@ def make_checkpoint(cfg, save_dir: Path, seed: int = 3) -> Path:
     from segdistill_cli.paddle_env import import_paddle
 
     paddle = import_paddle()
-    built = seeded_student(cfg, seed)
+    with _batch_norm_momentum(0.0):  # set while building: a PIR op has no float-attribute setter
+        built = seeded_student(cfg, seed)
     scope, place = paddle.static.Scope(), paddle.CPUPlace()
     exe = paddle.static.Executor(place)
     exe.run(built.startup, scope=scope)
-    for op in built.main.global_block().ops:
-        if op.type == "batch_norm":
-            op._set_attr("momentum", 0.0)
     dataset = SegDataset(cfg, mode="eval")
     images = np.stack([dataset.sample(i)["image"] for i in range(len(dataset))])
     exe.run(built.main, feed={"image": images}, fetch_list=[built.logits], scope=scope)

@@ -45,6 +45,7 @@ def teacher_dir(tmp_path_factory) -> Path:
     """A teacher in the legacy one-file-per-variable format, initialised (not trained)."""
     from segdistill_cli.config import load_configs
     from segdistill_cli.paddle_env import import_paddle
+    from segdistill_cli.program_vars import parameters
     from segdistill_cli.programs import build_teacher
     from segdistill_cli.weights import write_legacy_dir
 
@@ -55,7 +56,7 @@ def teacher_dir(tmp_path_factory) -> Path:
     scope = paddle.static.Scope()
     paddle.static.Executor(paddle.CPUPlace()).run(teacher.startup, scope=scope)
     tensors = {p.name: np.array(scope.find_var(p.name).get_tensor())
-               for p in teacher.main.all_parameters()}
+               for p in parameters(teacher.main)}
     # Give the BN statistics non-trivial values so "unchanged" means something.
     for name, value in tensors.items():
         if name.endswith("moving_variance") or name.endswith("_bn_variance"):
