@@ -2,11 +2,13 @@
 supports it (`segdistill doctor` prints this; docs/design.md "Paddle 3.x" says why the rule is what
 it is).
 
-segdistill's graph code runs on one stack today: Paddle 2.6 in static mode with the legacy IR
-(ProgramDesc), where every intermediate variable has a name. Paddle 3 turns on its new IR (PIR) by
-default, where intermediate values have no names and the fluid-style layers the models use refuse
-to build; its legacy IR (`FLAGS_enable_pir_api=0`, read once at import) still exists but from 3.2 on
-more and more ops reject legacy variables (on 3.3.1: `paddle.sum`, `paddle.argmax`, ...).
+segdistill's graph code runs on two stacks: Paddle 2.6 with the legacy IR (ProgramDesc, where every
+intermediate variable has a name; PaddleSlim's merge) and Paddle 3.3 with its new IR (PIR), through
+the PIR backend (values have no names there, so the recorder keeps the legacy ones; the teacher is
+built into the student's program). Paddle 3's legacy IR (`FLAGS_enable_pir_api=0`, read once at
+import) is no target: from 3.2 on more and more of its ops reject legacy variables (on 3.3.1
+`paddle.sum`, `paddle.argmax`, ...). Other Paddle 3 releases with PIR are untested: refused unless
+SEGDISTILL_EXPERIMENTAL_PIR=1.
 """
 from __future__ import annotations
 
@@ -18,10 +20,13 @@ from importlib import metadata
 from typing import Any, Optional
 
 from . import __version__
-from .paddle_env import EXPERIMENTAL_PIR_ENV
-
-SUPPORTED_PADDLE = "2.6."  # the pin in pyproject.toml: paddlepaddle(-gpu)==2.6.2
 LEGACY, PIR = "legacy", "pir"
+# The supported stacks: Paddle release prefix -> the IR segdistill builds on there (the pins in
+# pyproject.toml: paddlepaddle(-gpu)==2.6.2 and paddlepaddle==3.3.1).
+SUPPORTED_STACKS = {"2.6.": LEGACY, "3.3.": PIR}
+SUPPORTED_TEXT = "Paddle 2.6 with the legacy IR or Paddle 3.3 with PIR"
+# Lets another Paddle 3 release with PIR through (untested there; `doctor` still says so).
+EXPERIMENTAL_PIR_ENV = "SEGDISTILL_EXPERIMENTAL_PIR"
 PIR_FLAG = "FLAGS_enable_pir_api"
 
 
@@ -76,20 +81,23 @@ class Stack:
 
 def paddle_problem(version: str, ir: str) -> Optional[str]:
     """Why segdistill's graph code cannot run on this Paddle version and IR (None: it can)."""
-    if version.startswith(SUPPORTED_PADDLE):
-        return None if ir == LEGACY else (f"Paddle {version} runs the new IR (PIR, set by "
-                                          f"{PIR_FLAG}); segdistill needs the legacy IR")
-    if version.startswith("3.") and ir == PIR:
-        return (f"Paddle {version} runs its new IR (PIR), where intermediate variables have no "
-                "names and PaddleSlim's merge does not run; segdistill's PIR backend is "
-                f"experimental (set {EXPERIMENTAL_PIR_ENV}=1 to use it) and it supports Paddle "
-                f"{SUPPORTED_PADDLE}x with the legacy IR")
-    if version.startswith("3."):
+    wanted = next((want for prefix, want in SUPPORTED_STACKS.items()
+                   if version.startswith(prefix)), None)
+    if ir == wanted:
+        return None
+    if version.startswith("3.") and ir == LEGACY:
         return (f"Paddle {version}'s legacy IR ({PIR_FLAG}=0) is being removed: from 3.2 on, more "
                 "and more ops reject its variables (on 3.3.1 paddle.sum, paddle.argmax, "
-                "paddle.matmul, paddle.sqrt), so training fails; segdistill supports Paddle "
-                f"{SUPPORTED_PADDLE}x with the legacy IR")
-    return f"Paddle {version} is not a version segdistill supports (Paddle {SUPPORTED_PADDLE}x)"
+                f"paddle.matmul, paddle.sqrt), so training fails; segdistill supports {SUPPORTED_TEXT}")
+    if wanted is not None:  # Paddle 2.6 with PIR switched on
+        return (f"Paddle {version} runs PIR (set by {PIR_FLAG}); on Paddle {version[:3]}.x "
+                f"segdistill builds on the legacy IR: unset {PIR_FLAG}")
+    if version.startswith("3."):
+        if os.environ.get(EXPERIMENTAL_PIR_ENV) == "1":
+            return None
+        return (f"Paddle {version} is untested: segdistill supports {SUPPORTED_TEXT} "
+                f"(set {EXPERIMENTAL_PIR_ENV}=1 to try this Paddle 3 release's PIR anyway)")
+    return f"Paddle {version} is not a version segdistill supports ({SUPPORTED_TEXT})"
 
 
 def ir_in_use(paddle: Any) -> str:

@@ -17,6 +17,27 @@ TEACHER_CFG = ROOT / "configs" / "camvid_teacher.yaml"
 needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(),
                                   reason=f"real CamVid data not found at {CAMVID}")
 
+
+def _ir_in_use() -> str:
+    from segdistill_cli.paddle_env import import_paddle
+    from segdistill_cli.stack import ir_in_use
+
+    return ir_in_use(import_paddle(any_ir=True))
+
+
+IR = _ir_in_use()  # "legacy" (Paddle 2.6) or "pir" (Paddle 3.3): which graph backend runs here
+
+
+def legacy_ir_only(why: str):
+    """Skip a test that is about the legacy IR itself (ProgramDesc, PaddleSlim's merge) on PIR,
+    saying why it does not apply there."""
+    return pytest.mark.skipif(IR != "legacy", reason=f"legacy IR only: {why}")
+
+
+def pir_only(why: str):
+    """Skip a test that is about the PIR backend itself on the legacy IR, saying why."""
+    return pytest.mark.skipif(IR != "pir", reason=f"PIR only: {why}")
+
 # Tiny but real: 64x48 crops, batch 2, the smallest MobileNetV2 widths.
 TINY = ["TRAIN_CROP_SIZE=(64, 48)", "EVAL_CROP_SIZE=(64, 48)", "AUG.FIX_RESIZE_SIZE=(64, 48)",
         "BATCH_SIZE=2", "DATALOADER.NUM_WORKERS=0", "MODEL.DEEPLAB.DEPTH_MULTIPLIER=0.25",

@@ -1,5 +1,5 @@
-"""`segdistill doctor`: the real stack of this venv, and the support rule (Paddle 2.6 + legacy IR),
-with PIR switched on by the environment as the negative control."""
+"""`segdistill doctor`: the real stack of this venv, and the support rule (Paddle 2.6 + legacy IR,
+Paddle 3.3 + PIR), with the other IR switched on by the environment as the negative control."""
 from __future__ import annotations
 
 import json
@@ -16,11 +16,16 @@ import pytest
 from segdistill_cli import __version__
 from segdistill_cli.cli import main
 from segdistill_cli.paddle_env import import_paddle
-from segdistill_cli.stack import LEGACY, PIR, Gpu, Stack, report_lines, visible_gpus
+from segdistill_cli.stack import (LEGACY, PIR, Gpu, Stack, ir_in_use, paddle_problem, report_lines,
+                                  visible_gpus)
 
 ROOT = Path(__file__).resolve().parents[1]
 paddle = import_paddle(any_ir=True)  # the tests themselves say where they apply
-ON_SUPPORTED_PADDLE = paddle.__version__.startswith("2.6.")
+IR = ir_in_use(paddle)
+ON_SUPPORTED_STACK = paddle_problem(paddle.__version__, IR) is None
+# The other IR of this Paddle (chosen by the flag when Paddle is imported): the negative control.
+OTHER_IR, OTHER_FLAG = (PIR, "1") if IR == LEGACY else (LEGACY, "0")
+IR_ROW = {LEGACY: "legacy (ProgramDesc)", PIR: "PIR (the new IR)"}
 
 
 def _doctor(capsys, *args: str) -> tuple[int, str, list[str]]:
@@ -43,48 +48,60 @@ def test_json_describes_this_venv(capsys):
     assert len(err) == len(data["problems"])
 
 
-@pytest.mark.skipif(not ON_SUPPORTED_PADDLE, reason="the supported stack is Paddle 2.6 "
-                    f"(legacy IR); this is Paddle {paddle.__version__}")
+@pytest.mark.skipif(not ON_SUPPORTED_STACK, reason="the supported stacks are Paddle 2.6 (legacy "
+                    f"IR) and 3.3 (PIR); this is Paddle {paddle.__version__} ({IR})")
 def test_the_supported_stack_says_yes(capsys):
     code, out, err = _doctor(capsys)
     rows = dict(line.split(None, 1) for line in out.splitlines())
     assert code == 0 and err == []
     assert rows["paddle"].startswith(f"{paddle.__version__} (commit ")
-    assert rows["IR"] == "legacy (ProgramDesc), Paddle 2's default"
+    major = paddle.__version__.split(".")[0]
+    assert rows["IR"] == f"{IR_ROW[IR]}, Paddle {major}'s default"
     assert rows["paddleslim"] == f"{metadata.version('paddleslim')}, imports"
     assert rows["supported"] == "yes"
 
 
-@pytest.mark.skipif(not ON_SUPPORTED_PADDLE, reason="needs Paddle 2.6, which honours "
-                    f"FLAGS_enable_pir_api=1; this is Paddle {paddle.__version__}")
-def test_pir_switched_on_by_the_environment_is_not_supported():
-    """The negative control, for real: the same Paddle with PIR on (the flag is read at import,
-    hence a fresh process) is reported as PIR and refused with exit 1 and one error line."""
-    proc = subprocess.run([sys.executable, "-m", "segdistill_cli", "doctor"], capture_output=True,
+def _with_other_ir(*args: str) -> subprocess.CompletedProcess:
+    """A fresh process (the flag is read when Paddle is imported) with this Paddle's other IR."""
+    return subprocess.run([sys.executable, "-m", "segdistill_cli", *args], capture_output=True,
                           text=True, timeout=120, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "FLAGS_enable_pir_api": "1"})
+                          env={**os.environ, "PYTHONPATH": str(ROOT),
+                               "FLAGS_enable_pir_api": OTHER_FLAG})
+
+
+OTHER_IR_PROBLEM = {
+    "2": ("runs PIR (set by FLAGS_enable_pir_api); on Paddle 2.6.x segdistill builds on the "
+          "legacy IR: unset FLAGS_enable_pir_api"),
+    "3": ("legacy IR (FLAGS_enable_pir_api=0) is being removed: from 3.2 on, more and more ops "
+          "reject its variables"),
+}[paddle.__version__.split(".")[0]]
+
+
+@pytest.mark.skipif(not ON_SUPPORTED_STACK, reason="needs a supported stack, whose other IR is "
+                    f"the control; this is Paddle {paddle.__version__} ({IR})")
+def test_the_other_ir_switched_on_by_the_environment_is_not_supported():
+    """The negative control, for real: the same Paddle with its other IR (2.6 with PIR, 3.3 with
+    the legacy IR) is reported as such and refused with exit 1 and one error line."""
+    proc = _with_other_ir("doctor")
     rows = dict(line.split(None, 1) for line in proc.stdout.splitlines())
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert rows["IR"] == "PIR (the new IR), set by FLAGS_enable_pir_api=1"
+    assert rows["IR"] == f"{IR_ROW[OTHER_IR]}, set by FLAGS_enable_pir_api={OTHER_FLAG}"
     assert rows["supported"].startswith("no (1 problem")
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: Paddle {paddle.__version__} runs the new IR (PIR, set by "
-                      "FLAGS_enable_pir_api); segdistill needs the legacy IR"]
+    assert len(errors) == 1 and errors[0].startswith(f"error: Paddle {paddle.__version__}")
+    assert OTHER_IR_PROBLEM in errors[0]
 
 
-@pytest.mark.skipif(not ON_SUPPORTED_PADDLE, reason="needs Paddle 2.6, which honours "
-                    f"FLAGS_enable_pir_api=1; this is Paddle {paddle.__version__}")
+@pytest.mark.skipif(not ON_SUPPORTED_STACK, reason="needs a supported stack, whose other IR is "
+                    f"the control; this is Paddle {paddle.__version__} ({IR})")
 def test_commands_refuse_an_unsupported_ir_with_one_line():
     """Before: a traceback from inside the first conv layer. The control: the same command
     without the flag lists the variables (tests/test_inspect.py)."""
-    proc = subprocess.run([sys.executable, "-m", "segdistill_cli", "inspect-vars", "--cfg",
-                           str(ROOT / "configs" / "demo.yaml")], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "FLAGS_enable_pir_api": "1"})
+    proc = _with_other_ir("inspect-vars", "--cfg", str(ROOT / "configs" / "demo.yaml"))
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert proc.stderr.splitlines() == [
-        f"error: Paddle {paddle.__version__} runs the new IR (PIR, set by FLAGS_enable_pir_api); "
-        "segdistill needs the legacy IR ('segdistill doctor' shows the whole stack)"]
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and OTHER_IR_PROBLEM in lines[0], lines
+    assert lines[0].endswith("('segdistill doctor' shows the whole stack)")
 
 
 def _stack(**changes) -> Stack:
@@ -96,16 +113,25 @@ def _stack(**changes) -> Stack:
 
 
 @pytest.mark.parametrize("changes,fragment", [
-    ({"paddle": "3.3.1", "ir": PIR}, "runs its new IR (PIR)"),
+    ({"ir": PIR}, "on Paddle 2.6.x segdistill builds on the legacy IR"),
+    ({"paddle": "3.2.2", "ir": PIR}, "Paddle 3.2.2 is untested"),
     ({"paddle": "3.3.1", "ir": LEGACY}, "legacy IR (FLAGS_enable_pir_api=0) is being removed"),
     ({"paddle": "2.5.2"}, "not a version segdistill supports"),
     ({"paddleslim": None}, "PaddleSlim is not installed"),
     ({"paddleslim_import": "ModuleNotFoundError: No module named 'six'"}, "No module named 'six'"),
 ])
-def test_each_unsupported_part_is_named(changes, fragment):
-    assert _stack().supported  # the control: 2.6.2, legacy IR, PaddleSlim that imports
+def test_each_unsupported_part_is_named(changes, fragment, monkeypatch):
+    monkeypatch.delenv("SEGDISTILL_EXPERIMENTAL_PIR", raising=False)
+    assert _stack().supported  # the controls: 2.6.2 with the legacy IR, 3.3.1 with PIR
+    assert _stack(paddle="3.3.1", ir=PIR).supported
     problems = _stack(**changes).problems()
     assert len(problems) == 1 and fragment in problems[0], problems
+
+
+def test_an_untested_paddle_3_release_passes_only_with_the_opt_in(monkeypatch):
+    monkeypatch.setenv("SEGDISTILL_EXPERIMENTAL_PIR", "1")
+    assert _stack(paddle="3.2.2", ir=PIR).supported
+    assert not _stack(paddle="3.2.2", ir=LEGACY).supported  # the opt-in is for PIR only
 
 
 def test_a_cuda_build_lists_its_gpus():

@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segdistill_cli.paddle_env import allow_experimental_pir, import_paddle
+from segdistill_cli.paddle_env import import_paddle
 from segdistill_cli.stack import PIR, ir_in_use
 
-allow_experimental_pir()  # this module tests the PIR backend that commands do not use yet
 paddle = import_paddle()
 
 import _legacy_train_step  # noqa: E402
