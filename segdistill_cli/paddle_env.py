@@ -7,6 +7,7 @@ is imported first, always, and every module gets Paddle from here.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 import zlib  # noqa: F401  (must precede the first `import paddle`; see module docstring)
 from types import ModuleType
@@ -25,8 +26,13 @@ def import_paddle(any_ir: bool = False) -> ModuleType:
     A Paddle version or IR that segdistill's graph code cannot build on (stack.py says which it
     can) is refused with one line, exit 2, instead of a traceback from deep inside the first
     layer; `any_ir` lets `segdistill doctor` through."""
-    import paddle
+    try:
+        import paddle
+    except ImportError as exc:  # not installed (`pip install .` alone brings no Paddle), or broken
+        from .errors import ConfigError
 
+        raise ConfigError(f"Paddle does not import in {sys.executable}: {exc}; install a supported "
+                          "stack, e.g. pip install \".[cpu]\" (README \"Install\")") from None
     if paddle.in_dynamic_mode():
         paddle.enable_static()
     if not any_ir:

@@ -154,6 +154,21 @@ def test_a_cuda_build_lists_its_gpus():
         assert visible_gpus(paddle) == []
 
 
+@pytest.mark.parametrize("command", [["doctor"], ["inspect-vars", "--cfg", "configs/demo.yaml"]])
+def test_a_missing_paddle_is_one_line_exit_2(command):
+    """`pip install .` without an extra brings no Paddle: before, a traceback from `import paddle`.
+    (A fresh process where `import paddle` fails, as it does where Paddle is not installed.)"""
+    script = ("import sys; sys.modules['paddle'] = None\n"
+              "from segdistill_cli.cli import main\n"
+              f"sys.exit(main({command!r}))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: Paddle does not import in {sys.executable}: import of paddle halted; None in "
+        'sys.modules; install a supported stack, e.g. pip install ".[cpu]" (README "Install")']
+
+
 def test_unknown_option_is_one_line_exit_2(capsys):
     code, _, err = _doctor(capsys, "--no-such-option")
     assert code == 2 and len(err) == 1 and "segdistill doctor --help" in err[0]

@@ -11,7 +11,11 @@ def test_ci_runs_the_readme_test_command():
     assert len(readme_commands) == 2, readme_commands
     demo, tests = readme_commands
     assert demo.endswith("segdistill demo")
-    assert tests in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert tests in ci
+    # ... and on the Paddle 3 stack, the way the README tells a user to get it.
+    assert '".[cpu,test]"' in tests and '".[paddle3,test]"' in ci
+    assert "replace `cpu` by `paddle3`" in " ".join((ROOT / "README.md").read_text().split())
 
 
 def test_every_config_file_says_what_it_is_for():
