@@ -1,4 +1,4 @@
-"""The model primitives on Paddle 3's PIR (a prototype backend; see docs/design.md "Paddle 3.x").
+"""The model primitives on Paddle 3's PIR (the PIR backend; see docs/design.md "Paddle 3.x").
 
 `paddle.static.nn.conv2d` / `batch_norm` refuse to build under PIR, so conv and BN are written
 with explicitly named parameters (`paddle.static.create_parameter`) and `paddle.nn.functional`;
