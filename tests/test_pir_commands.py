@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from _legacy_listings import load_fixture
+from _legacy_listings import PAIRS, load_fixture
 from conftest import ROOT
 from segdistill_cli.paddle_env import import_paddle
 from segdistill_cli.stack import PIR, ir_in_use
@@ -31,18 +31,28 @@ def segdistill(*args: str, timeout: int = 900, cwd=ROOT) -> subprocess.Completed
                           text=True, timeout=timeout, cwd=cwd, env=env)
 
 
-def test_inspect_vars_json_lists_paddle_262s_names_and_shapes():
-    """The issue's test: `inspect-vars --json` of the demo pair lists the same variables
-    (names, shapes, dtypes, ops, order, aliases) and pairs as Paddle 2.6.2."""
-    proc = segdistill("inspect-vars", "--cfg", str(ROOT / "configs" / "demo.yaml"),
-                      "--teacher-cfg", str(ROOT / "configs" / "demo_teacher.yaml"), "--json",
-                      "--params")
+@pytest.mark.parametrize("pair", sorted(PAIRS))
+def test_inspect_vars_json_lists_paddle_262s_names_and_shapes(pair):
+    """The issue's test: `inspect-vars --json` of the demo pair and of the tutorial pair (at a
+    CPU-sized crop) lists the same variables (names, shapes, dtypes, ops, order, aliases) and
+    pairs as Paddle 2.6.2, the tutorial's `teacher_bilinear_interp_v2_2.tmp_0` <->
+    `bilinear_interp_v2_0.tmp_0` first among them."""
+    student, teacher, sets = PAIRS[pair]
+    args = ["inspect-vars", "--cfg", str(ROOT / student), "--teacher-cfg", str(ROOT / teacher),
+            "--json", "--params"]
+    for item in sets:
+        args += ["--set", item]
+    proc = segdistill(*args)
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)
     printed.pop("build_seconds")
-    fixture = load_fixture("demo")
+    fixture = load_fixture(pair)
     fixture.pop("paddle")
     assert printed == fixture
+    if pair == "cityscape_129":
+        first = printed["pairs"][0]
+        assert (first["teacher"], first["student"]) == ("teacher_bilinear_interp_v2_2.tmp_0",
+                                                        "bilinear_interp_v2_0.tmp_0"), first
 
 
 @pytest.fixture(scope="module")
