@@ -125,12 +125,13 @@ def build_train_graph(configs: Configs, ctx: RunContext, train_total_images: int
     exe = paddle.static.Executor(place)
     scope = paddle.static.Scope()
     student = student or seeded_student(cfg, seed)
+    pir = is_pir_program(student.main)
     label, mask, pixels, ce = add_student_loss(student, cfg)
     distill, coverage = None, {}
     if use_teacher:
         teacher = teacher or build_teacher_program(configs, student)
         pairs = pairs if pairs is not None else plan_pairs(configs, student, teacher)
-        if student.recorded is None:  # PIR: the teacher is in student.main already
+        if not pir:  # legacy: load and merge it now (under PIR it was built into student.main)
             attach_teacher(configs, student, teacher, exe, place, scope, log)
         with student.guard():
             distill = add_distill_losses(student.main, student.startup, pairs, mask=pixels,
@@ -149,7 +150,7 @@ def build_train_graph(configs: Configs, ctx: RunContext, train_total_images: int
     if distill is not None:
         check_teacher_frozen(student.main)  # no teacher grads, no teacher updates
     exe.run(student.startup, scope=scope)
-    if distill is not None and student.recorded is not None:
+    if distill is not None and pir:
         # PIR: the startup just gave the teacher's parameters random values.
         load_teacher_in_place(configs, student.main, scope, place, log)
     return TrainGraph(student, teacher, scope, place, exe, label, mask, ce, distill, total,
