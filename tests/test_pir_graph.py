@@ -216,3 +216,36 @@ def test_the_legacy_persistable_filter_finds_nothing_under_pir(tmp_path):
               if v.persistable and getattr(v, "type", None) == dense]
     model, other = checkpoints.split_state(graph.main)
     assert legacy == [] and len(model) == 262 and len(other) == 159
+
+
+def _toy_pir_program(through_teacher: bool, overwrite_teacher: bool = False):
+    """A student parameter `s` and a frozen teacher weight `teacher_w` in one PIR program, trained
+    by SGD. `through_teacher`: the student's value flows through the teacher's matmul, so
+    backward runs through it (`matmul_grad` reads `teacher_w`); otherwise the teacher reads the
+    feed only, as in the real graph. `overwrite_teacher`: an in-place op writes `teacher_w`."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup):
+        x = paddle.static.data("x", [2, 4], "float32")
+        s = paddle.static.create_parameter([4], "float32", name="s")
+        w = paddle.static.create_parameter([4, 3], "float32", name="teacher_w",
+                                           attr=paddle.ParamAttr(name="teacher_w", trainable=False))
+        w.stop_gradient = True
+        teacher_out = paddle.matmul(x * s if through_teacher else x, w)
+        loss = paddle.mean(teacher_out) + paddle.mean(x * s)
+        if overwrite_teacher:
+            paddle.assign(paddle.zeros([4, 3]), output=w)
+        paddle.optimizer.SGD(0.1).minimize(loss)
+    return main
+
+
+@on_pir_3
+def test_frozen_check_refuses_backward_through_the_teacher_and_writes_to_it():
+    """The PIR frozen check's second and third rules, each alone (the real graph never trips
+    them, so without this they would be untested): the control passes the same check."""
+    check_teacher_frozen(_toy_pir_program(through_teacher=False))  # the control
+    with pytest.raises(SegDistillError, match=r"a gradient is computed through the teacher's "
+                                              r"'pd_op.matmul_grad' \(reads 'teacher_w'\)"):
+        check_teacher_frozen(_toy_pir_program(through_teacher=True))
+    with pytest.raises(SegDistillError, match=r"op 'pd_op.assign_out_' writes teacher weights: "
+                                              r"teacher_w"):
+        check_teacher_frozen(_toy_pir_program(through_teacher=False, overwrite_teacher=True))
