@@ -23,7 +23,9 @@ from segdistill_cli.config import load_config
 from segdistill_cli.engine import checkpoints as ck
 from segdistill_cli.engine.solver import build_optimizer
 from segdistill_cli.errors import SegDistillError
+from segdistill_cli.models.pir_ops import PirOps
 from segdistill_cli.paddle_env import import_paddle
+from segdistill_cli.program_vars import persistable_tensors
 
 from conftest import CAMVID_TEACHER
 
@@ -35,23 +37,25 @@ CFG = load_config(None, ["SOLVER.LR=0.05", "SOLVER.NUM_EPOCHS=2", "BATCH_SIZE=2"
 
 def build(train: bool = True):
     """conv + BN (moving stats) + an adapter param + a frozen `teacher_` var, Momentum + poly LR.
-    `train=False`: the student alone, as eval/export build it."""
+    `train=False`: the student alone, as eval/export build it. Built with the library's PIR-capable
+    primitives (named `create_parameter` + `paddle.nn.functional`), which build on either IR."""
+    ops = PirOps(is_test=not train)
     main, startup = paddle.static.Program(), paddle.static.Program()
     main.random_seed = startup.random_seed = 7
     with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
         image = paddle.static.data("image", [-1, 3, 8, 8], "float32")
-        feat = paddle.static.nn.conv2d(image, 4, 3, padding=1,
-                                       param_attr=paddle.ParamAttr(name="conv/weights"))
-        feat = paddle.static.nn.batch_norm(
-            feat, param_attr=paddle.ParamAttr(name="bn/gamma"),
-            bias_attr=paddle.ParamAttr(name="bn/beta"),
-            moving_mean_name="bn/moving_mean", moving_variance_name="bn/moving_variance")
+        feat = ops.conv2d(image, 4, 3, 1, 1, 1, 1, "conv/weights", "conv/biases")
+        feat = ops.batch_norm(feat, "bn/", ("gamma", "beta", "moving_mean", "moving_variance"),
+                              1e-5, 0.9, no_decay=False)
         if not train:
             return main, startup, feat, None
-        adapter = paddle.static.nn.conv2d(feat, 2, 1, bias_attr=False,
-                                          param_attr=paddle.ParamAttr(name="distill_adapter_0.w_0"))
-        teacher = paddle.static.create_global_var([1, 2, 8, 8], 0.5, "float32", persistable=True,
-                                                  name="teacher_logits_const")
+        adapter = ops.conv2d(feat, 2, 1, 1, 0, 1, 1, "distill_adapter_0.w_0", None)
+        # A frozen teacher tensor as the one-program distillation holds it (create_global_var
+        # does not build under PIR).
+        teacher = paddle.static.create_parameter(
+            [1, 2, 8, 8], "float32", attr=paddle.ParamAttr(
+                name="teacher_logits_const", initializer=paddle.nn.initializer.Constant(0.5),
+                trainable=False))
         teacher.stop_gradient = True
         loss = paddle.mean(paddle.square(feat)) + paddle.mean(paddle.square(adapter - teacher))
         optimizer, scheduler = build_optimizer(CFG, train_total_images=8)
@@ -81,8 +85,8 @@ def fresh(exe):
 
 def state_of(main, scope):
     out = {}
-    for var in main.list_vars():
-        if var.persistable and scope.find_var(var.name) is not None:
+    for var in persistable_tensors(main):
+        if scope.find_var(var.name) is not None:
             tensor = scope.find_var(var.name).get_tensor()
             if tensor._is_initialized():
                 out[var.name] = np.array(tensor)
