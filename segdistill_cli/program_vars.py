@@ -52,7 +52,13 @@ def is_parameter(var: Any) -> bool:
 
 
 def parameters(program: Any) -> list[Any]:
-    """`program.all_parameters()` on either IR (a PIR Program has it on its global block only)."""
+    """`program.all_parameters()` on either IR (a PIR Program has it on its global block only),
+    in the order the model created them on both.
+
+    PIR's `create_parameter` inserts each `builtin.parameter` op at the *start* of the main block,
+    so the block lists them newest first; reversed, they come in the legacy IR's (creation)
+    order, and so do the names a weight-load report lists first ("7 missing (conv1/weights, ...").
+    """
     if is_pir_program(program):
-        return list(program.global_block().all_parameters())
+        return list(reversed(program.global_block().all_parameters()))
     return list(program.all_parameters())

@@ -15,12 +15,14 @@ import pytest
 from segdistill_cli.config import load_config
 from segdistill_cli.errors import SegDistillError
 from segdistill_cli.models import parameter_manifest
+from segdistill_cli.models.pir_ops import PirOps
 from segdistill_cli.paddle_env import import_paddle
+from segdistill_cli.program_vars import parameters
 from segdistill_cli.weights import (LoadReport, check_structure, encode_tensor,
                                     load_weights, make_legacy_tarball, open_weights,
                                     read_pdparams, read_tensor, read_tensor_info, scan_weights,
                                     write_legacy_dir, write_tensor)
-from conftest import ROOT
+from conftest import ROOT, legacy_ir_only
 
 paddle = import_paddle()
 
@@ -31,20 +33,18 @@ TINY = {"conv1/weights": (4, 3, 3, 3), "conv1/BatchNorm/gamma": (4,),
         "logit/biases": (5,)}
 
 
-def tiny_program(with_optimizer=True):
-    """conv+BN+logit with legacy-style names, plus Momentum (velocity vars, learning_rate_0)."""
+def tiny_program(with_optimizer=True, is_test=False):
+    """conv+BN+logit with legacy-style names, plus Momentum (velocity vars, learning_rate_0).
+    Built with the library's PIR-capable primitives, which build on either IR."""
+    ops = PirOps(is_test=is_test)
     main, startup = paddle.static.Program(), paddle.static.Program()
     with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
         x = paddle.static.data("image", [None, 3, 8, 8])
-        y = paddle.static.nn.conv2d(x, 4, 3, param_attr=paddle.ParamAttr(name="conv1/weights"),
-                                    bias_attr=False)
-        y = paddle.static.nn.batch_norm(
-            y, act="relu", param_attr=paddle.ParamAttr(name="conv1/BatchNorm/gamma"),
-            bias_attr=paddle.ParamAttr(name="conv1/BatchNorm/beta"),
-            moving_mean_name="conv1/BatchNorm/moving_mean",
-            moving_variance_name="conv1/BatchNorm/moving_variance")
-        y = paddle.static.nn.conv2d(y, 5, 1, param_attr=paddle.ParamAttr(name="logit/weights"),
-                                    bias_attr=paddle.ParamAttr(name="logit/biases"))
+        y = ops.conv2d(x, 4, 3, 1, 0, 1, 1, "conv1/weights", None)
+        y = ops.relu(ops.batch_norm(y, "conv1/BatchNorm/",
+                                    ("gamma", "beta", "moving_mean", "moving_variance"),
+                                    1e-5, 0.9, no_decay=False))
+        y = ops.conv2d(y, 5, 1, 1, 0, 1, 1, "logit/weights", "logit/biases")
         if with_optimizer:
             paddle.optimizer.Momentum(0.1).minimize(paddle.mean(y))
     return main, startup, y
@@ -213,11 +213,12 @@ def test_round_trip_dir_to_program_strict(tmp_path):
     for name, arr in arrays.items():
         np.testing.assert_array_equal(values(scope, name), arr)
     np.testing.assert_array_equal(values(scope, "learning_rate_0"), before_lr)
-    # the loaded values are the ones the program computes with
-    test_prog = main.clone(for_test=True)
+    # the loaded values are the ones the program computes with: an inference build of the same
+    # model (BN on its moving statistics) reads them from the scope by name
+    test_prog, _, test_out = tiny_program(with_optimizer=False, is_test=True)
     img = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
     with paddle.static.scope_guard(scope):
-        got = exe.run(test_prog, feed={"image": img}, fetch_list=[out.name])[0]
+        got = exe.run(test_prog, feed={"image": img}, fetch_list=[test_out])[0]
     a = arrays
     conv = np.zeros((1, 4, 6, 6), np.float32)
     for i in range(6):
@@ -237,7 +238,7 @@ def test_paddle_load_vars_reads_our_directory(tmp_path):
     main, scope, place, exe, _ = fresh(tiny_program())
     with paddle.static.scope_guard(scope):
         paddle.static.load_vars(exe, str(d), main_program=main,
-                                vars=[v for v in main.all_parameters()])
+                                vars=parameters(main))
     for name, arr in arrays.items():
         np.testing.assert_array_equal(values(scope, name), arr)
 
@@ -302,6 +303,9 @@ def test_corrupt_file_fails_the_load_naming_it(tmp_path):
         load_weights(main, d, scope=scope, place=place, strict=False, log=lambda s: None)
 
 
+@legacy_ir_only("PaddleSlim's merge copies a legacy ProgramDesc; under PIR the teacher is built "
+                "into the student's program as frozen teacher_ parameters, "
+                "loaded by prefix: test_teacher_built_into_the_students_program_loads_by_prefix")
 def test_teacher_before_and_after_paddleslim_merge(tmp_path):
     from paddleslim.dist import merge
 
@@ -339,6 +343,30 @@ def test_teacher_before_and_after_paddleslim_merge(tmp_path):
         load_weights(s_main, d, scope=scope, place=place, strict=True, prefix="nobody_")
 
 
+def test_teacher_built_into_the_students_program_loads_by_prefix(tmp_path):
+    """The one-program distillation (PIR's; it builds on the legacy IR too): the teacher's frozen
+    `teacher_` parameters in the student's program fill from the teacher's weights by prefix, the
+    student's own parameters are left alone."""
+    arrays = random_tensors(TINY, seed=9)
+    d = write_legacy_dir(tmp_path / "teacher", arrays)
+    main, startup, _ = tiny_program()
+    with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
+        ops = PirOps(is_test=True, param_prefix="teacher_", frozen=True)
+        image = paddle.static.data("teacher_image", [None, 3, 8, 8])
+        y = ops.conv2d(image, 4, 3, 1, 0, 1, 1, "conv1/weights", None)
+        y = ops.batch_norm(y, "conv1/BatchNorm/", ("gamma", "beta", "moving_mean",
+                                                   "moving_variance"), 1e-5, 0.9, no_decay=False)
+        ops.conv2d(ops.relu(y), 5, 1, 1, 0, 1, 1, "logit/weights", "logit/biases")
+    main, scope, place, _, _ = fresh((main, startup, None))
+    student_before = values(scope, "conv1/weights")
+    report = load_weights(main, d, scope=scope, place=place, strict=True, prefix="teacher_")
+    assert sorted(report.loaded) == sorted("teacher_" + n for n in TINY)
+    for name, arr in arrays.items():
+        np.testing.assert_array_equal(values(scope, "teacher_" + name), arr)
+    np.testing.assert_array_equal(values(scope, "conv1/weights"), student_before)
+    assert not np.array_equal(student_before, arrays["conv1/weights"])  # control: they differ
+
+
 # ---- structural checks against the real manifests ------------------------------------------------
 
 def test_teacher_structure_check_with_the_real_manifest(tmp_path):
@@ -360,9 +388,9 @@ def test_teacher_structure_check_with_the_real_manifest(tmp_path):
 def test_real_student_tarball_loads_strictly_into_the_built_student(tmp_path):
     import tarfile
 
-    from segdistill_cli.models import build_deeplabv3p
+    from segdistill_cli.programs import build_eval
 
-    cfg = load_config(ROOT / "configs" / "cityscape.yaml")
+    cfg = load_config(ROOT / "configs" / "cityscape.yaml", ["EVAL_CROP_SIZE=(33, 33)"])
     manifest = parameter_manifest(cfg)
     assert len(manifest) == 262
     arrays = random_tensors(manifest)
@@ -371,11 +399,8 @@ def test_real_student_tarball_loads_strictly_into_the_built_student(tmp_path):
         files = [m.name for m in tar.getmembers() if m.isfile()]
         tar.extractall(tmp_path / "x", filter="data")
     assert len(files) == 262 and "mobilenet_cityscapes/logit/weights" in files
-    main, startup = paddle.static.Program(), paddle.static.Program()
-    with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
-        image = paddle.static.data("image", [None, 3, 33, 33])
-        build_deeplabv3p(cfg, image, is_test=True)
-    main, scope, place, _, _ = fresh((main, startup, None))
+    built = build_eval(cfg)  # the student as eval builds it, on either IR
+    main, scope, place, _, _ = fresh((built.main, built.startup, None))
     report = load_weights(main, tmp_path / "x" / "mobilenet_cityscapes", scope=scope,
                           place=place, strict=True)
     assert len(report.loaded) == 262 and not report.unexpected
