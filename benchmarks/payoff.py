@@ -7,8 +7,8 @@
 
 For each NAME=CONFIG:WEIGHTS:
   parameters  the eval program's trainable parameters (BN moving statistics are not parameters)
-  GMACs       multiply-adds of the conv layers at --size, batch 1 (PaddleSlim's `analysis.flops`,
-              which counts conv and fc multiply-adds; resize, BN and activations are left out)
+  GMACs       multiply-adds of the conv layers at --size, batch 1 (counted as PaddleSlim's
+              `analysis.flops` counts them, on either IR; resize, BN and activations are left out)
   latency     `segdistill export` at --size (the exported inference model, verified by export
               itself), then Paddle Inference on the CPU: batch 1, --threads math threads, plain
               kernels or --onednn, --warmup runs dropped, then the
@@ -78,14 +78,41 @@ def size_overrides(size: tuple[int, int]) -> list[str]:
 def count_model(spec: ModelSpec, size: tuple[int, int]) -> tuple[int, float]:
     """(trainable parameters, conv GMACs at `size`) of the eval program."""
     import numpy as np
-    from paddleslim.analysis import flops
 
+    from segdistill_cli.program_vars import parameters
     from segdistill_cli.programs import build_eval
 
     import_paddle()
     built = build_eval(load_config(spec.config, size_overrides(size)))
-    params = sum(int(np.prod(p.shape)) for p in built.main.all_parameters() if p.trainable)
-    return params, flops(built.main) / 1e9
+    params = sum(int(np.prod(p.shape)) for p in parameters(built.main) if p.trainable)
+    return params, conv_macs(built.main) / 1e9
+
+
+CONV_OPS = ("conv2d", "depthwise_conv2d")
+
+
+def _convs(program: Any) -> list[tuple[list[int], list[int]]]:
+    """(filter shape, output shape) of every conv op of `program`, on either IR."""
+    from segdistill_cli.program_vars import is_pir_program
+
+    block = program.global_block()
+    if is_pir_program(program):  # pd_op.conv2d(input, filter) -> output
+        return [(list(op.operand_source(1).shape), list(op.result(0).shape))
+                for op in block.ops if op.name() in {f"pd_op.{t}" for t in CONV_OPS}]
+    return [(list(block.var(op.input("Filter")[0]).shape),
+             list(block.var(op.output("Output")[0]).shape))
+            for op in block.ops if op.type in CONV_OPS]
+
+
+def conv_macs(program: Any) -> float:
+    """Multiply-adds of the conv layers, batch 1: out H x W x C_out x (k_h x k_w x C_in/groups)
+    per conv (the filter's C_in is already per group), as PaddleSlim's `analysis.flops` counts
+    them on the legacy IR (the bias is a separate add op here, so no +1); PaddleSlim does not
+    read PIR programs."""
+    total = 0.0
+    for (c_out, c_in, k_h, k_w), (_, _, h_out, w_out) in _convs(program):
+        total += h_out * w_out * c_out * k_h * k_w * float(c_in)
+    return total
 
 
 def export(spec: ModelSpec, size: tuple[int, int], out: Path, labels_only: bool = False) -> Path:
@@ -100,9 +127,24 @@ def export(spec: ModelSpec, size: tuple[int, int], out: Path, labels_only: bool 
     return out
 
 
+def model_files(folder: Path) -> tuple[Path, Path]:
+    """(program file, parameters file) of an exported model: as its deploy.yaml names them, or
+    else the format the installed Paddle writes (2.6: model.pdmodel; 3.x with PIR: model.json)."""
+    deploy = folder / "deploy.yaml"
+    if deploy.is_file():
+        import yaml
+
+        model = yaml.safe_load(deploy.read_text(encoding="utf-8"))["model"]
+        return folder / model["file"], folder / model["params"]
+    from segdistill_cli.stack import PIR, ir_in_use
+
+    name = "model.json" if ir_in_use(import_paddle()) == PIR else "model.pdmodel"
+    return folder / name, folder / "model.pdiparams"
+
+
 def predictor(folder: Path, threads: int, onednn: bool) -> Any:
     paddle = import_paddle()
-    config = paddle.inference.Config(str(folder / "model.pdmodel"), str(folder / "model.pdiparams"))
+    config = paddle.inference.Config(*(str(f) for f in model_files(folder)))
     config.disable_gpu()
     config.disable_glog_info()
     config.set_cpu_math_library_num_threads(threads)
@@ -145,6 +187,11 @@ def time_interleaved(predictors: dict[str, Any], size: tuple[int, int], runs: in
     return samples
 
 
+def op_type(name: str) -> str:
+    """An op's type as Paddle 2.6 names it: PIR's "pd_op.softmax_" (in-place) is "softmax"."""
+    return name.removeprefix("pd_op.").rstrip("_") if name.startswith("pd_op.") else name
+
+
 def op_profile(folder: Path, size: tuple[int, int], runs: int) -> dict[str, float]:
     """Share of operator time per op type (sums to 1) over `runs` runs of an exported model."""
     import collections
@@ -170,7 +217,7 @@ def op_profile(folder: Path, size: tuple[int, int], runs: int) -> dict[str, floa
     per_op: collections.Counter = collections.Counter()
     for event in events:
         if event.get("cat") == "Operator":  # names read "conv2d[12.6 ms]"
-            per_op[event["name"].split("[", 1)[0]] += float(event["dur"])
+            per_op[op_type(event["name"].split("[", 1)[0])] += float(event["dur"])
     total = sum(per_op.values())
     return {op: dur / total for op, dur in per_op.most_common()}
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import legacy_ir_only
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -34,6 +36,38 @@ def test_conv_macs_follow_the_input_size_and_parameters_do_not(payoff, tmp_path)
     assert params_t > 3 * params_small and macs_t > 3 * macs_small  # x1.0 + ASPP + decoder
 
 
+def _toy_convs():
+    """image [1, 3, 8, 8] -> 3x3 conv to 4 channels (padding 1) -> 3x3 depthwise, stride 2."""
+    from segdistill_cli.models.pir_ops import PirOps
+    from segdistill_cli.paddle_env import import_paddle
+
+    paddle = import_paddle()
+    ops = PirOps(is_test=True)
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
+        image = paddle.static.data("image", [1, 3, 8, 8], "float32")
+        x = ops.conv2d(image, 4, 3, 1, 1, 1, 1, "c1/weights", "c1/biases")
+        x = ops.conv2d(x, 4, 3, 2, 1, 1, 4, "c2/weights", None)
+    return main
+
+
+def test_conv_macs_counts_each_conv_and_its_groups(payoff):
+    # 8x8x4 outputs x (3x3x3) + 4x4x4 outputs x (3x3x1): the depthwise conv's C_in is 1 per group
+    assert payoff.conv_macs(_toy_convs()) == 8 * 8 * 4 * 27 + 4 * 4 * 4 * 9
+
+
+@legacy_ir_only("PaddleSlim's analysis.flops reads legacy programs only")
+def test_conv_macs_equal_paddleslims_flops_on_the_legacy_ir(payoff):
+    from paddleslim.analysis import flops
+
+    from segdistill_cli.config import load_config
+    from segdistill_cli.programs import build_eval
+
+    assert payoff.conv_macs(_toy_convs()) == flops(_toy_convs())
+    built = build_eval(load_config(ROOT / "configs" / "camvid.yaml", payoff.size_overrides((64, 48))))
+    assert payoff.conv_macs(built.main) == flops(built.main) > 0
+
+
 def test_markdown_row(payoff):
     spec = payoff.ModelSpec("student", payoff.ROOT / "configs" / "camvid.yaml", Path("w"))
     samples = [(14.5, 9.0), (11.0, 8.0), (12.3, 8.5)] * 4  # (wall ms, CPU ms)
@@ -55,6 +89,8 @@ def test_the_kernels_asked_for_are_the_kernels_used(payoff, tmp_path, monkeypatc
     seen = {}
     monkeypatch.setattr(paddle.inference, "create_predictor",
                         lambda config: seen.setdefault("onednn", config.mkldnn_enabled()))
+    for path in payoff.model_files(tmp_path):  # Paddle 3's Config opens them when made
+        path.write_bytes(b"")
     payoff.predictor(tmp_path, threads=1, onednn=onednn)
     assert seen["onednn"] is onednn
 
@@ -67,10 +103,14 @@ def test_op_profile_shares_come_from_the_real_trace(payoff, tmp_path):
     from segdistill_cli.paddle_env import import_paddle
 
     paddle = import_paddle()
+    from segdistill_cli.models.pir_ops import PirOps
+
+    ops = PirOps(is_test=True)
     main, startup = paddle.static.Program(), paddle.static.Program()
-    with paddle.static.program_guard(main, startup):
+    with paddle.static.program_guard(main, startup), paddle.utils.unique_name.guard():
         image = paddle.static.data("image", [1, 3, 32, 48], "float32")
-        probs = paddle.nn.functional.softmax(paddle.static.nn.conv2d(image, 4, 3), axis=1)
+        conv = ops.conv2d(image, 4, 3, 1, 0, 1, 1, "conv/weights", None)
+        probs = paddle.nn.functional.softmax(conv, axis=1)
     exe = paddle.static.Executor(paddle.CPUPlace())
     scope = paddle.static.Scope()
     with paddle.static.scope_guard(scope):
@@ -81,3 +121,7 @@ def test_op_profile_shares_come_from_the_real_trace(payoff, tmp_path):
     assert {"conv2d", "softmax"} <= set(shares)
     assert abs(sum(shares.values()) - 1) < 1e-9 and all(v > 0 for v in shares.values())
     assert not np.isnan(list(shares.values())).any()
+    # Paddle Inference reads the format the installed Paddle wrote (2.6: .pdmodel, 3.x: .json)
+    wall_ms, _ = payoff.timed_run(payoff.predictor(tmp_path, threads=1, onednn=False),
+                                  np.zeros((1, 3, 32, 48), np.float32))
+    assert wall_ms > 0
