@@ -168,7 +168,8 @@ def test_closest_names_for_an_unknown_variable_are_never_parameters():
     teacher = build_teacher(configs.teacher, student.image.shape)
     pairs = parse_distill([{"TEACHER": "logits", "STUDENT": "logit"}])
     with pytest.raises(ConfigError) as error:
-        resolve_pairs(pairs, student.main, teacher.main, student.aliases, teacher.aliases)
+        # the programs' listings, as training resolves its pairs (under PIR, the recorder's)
+        resolve_pairs(pairs, student.listing, teacher.listing, student.aliases, teacher.aliases)
     message = str(error.value)
     assert "closest: logits, logits_lowres" in message
     assert "logit/biases" not in message and "logit/weights" not in message
