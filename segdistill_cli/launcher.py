@@ -48,6 +48,9 @@ LAUNCH_VALUE_OPTIONS = ("--gpus", "--nproc", "--ips", "--nnodes", "--master", "-
                         "--rank")
 SYNC_BN_NEEDS_GPU = ("TRAIN.SYNC_BATCH_NORM needs the GPU build of Paddle (sync_batch_norm is not "
                      "in this one; CPU workers normalise with per-worker batch statistics)")
+SYNC_BN_NOT_ON_PIR = ("TRAIN.SYNC_BATCH_NORM is not available on Paddle 3 with PIR (the batch_norm "
+                      "-> sync_batch_norm conversion is a legacy-IR build pass); set it to False "
+                      "or train on Paddle 2.6")
 # Thread-count variables a CPU worker gets (its share of the cores) unless the user set them.
 CPU_THREAD_ENV = ("OMP_NUM_THREADS", "FLAGS_paddle_num_threads")
 
@@ -467,9 +470,13 @@ def convert_sync_batch_norm(program: Any, startup_program: Any) -> None:
     read in static mode, and `strategy.build_strategy` round-trips through a proto that has no
     sync_batch_norm field (set it, read it back: False). So the pass legacy got from
     `BuildStrategy.sync_batch_norm` is applied directly. Its op exists only in GPU builds.
+    Under PIR that pass does not apply (a PIR program is no ProgramDesc): refused, not crashed.
     """
     from .paddle_env import import_paddle
+    from .program_vars import is_pir_program
 
+    if is_pir_program(program):
+        raise ConfigError(SYNC_BN_NOT_ON_PIR)
     paddle = import_paddle()
     from paddle.framework.ir import apply_build_strategy
 
