@@ -63,7 +63,8 @@ def _dropout_prob(built) -> float:
 def _resize_outputs(built) -> list[str]:
     """The output names of the bilinear resizes, as the program (or the recorder) names them."""
     if built.recorded is not None:
-        return [op.outputs["Out"][0] for op in built.recorded.ops if op.type == "bilinear_interp_v2"]
+        return [op.outputs["Out"][0] for op in built.recorded.ops
+                if op.type == "bilinear_interp_v2"]
     return [op.output("Out")[0] for op in built.main.global_block().ops
             if op.type == "bilinear_interp_v2"]
 

@@ -64,7 +64,8 @@ def test_conv_macs_equal_paddleslims_flops_on_the_legacy_ir(payoff):
     from segdistill_cli.programs import build_eval
 
     assert payoff.conv_macs(_toy_convs()) == flops(_toy_convs())
-    built = build_eval(load_config(ROOT / "configs" / "camvid.yaml", payoff.size_overrides((64, 48))))
+    cfg = load_config(ROOT / "configs" / "camvid.yaml", payoff.size_overrides((64, 48)))
+    built = build_eval(cfg)
     assert payoff.conv_macs(built.main) == flops(built.main) > 0
 
 
