@@ -149,6 +149,10 @@ def build_train_graph(configs: Configs, ctx: RunContext, train_total_images: int
         optimizer.minimize(total)
     if distill is not None:
         check_teacher_frozen(student.main)  # no teacher grads, no teacher updates
+    # Seeded again: loading the teacher (its own start-up program, on the legacy IR) or checking
+    # it has drawn from the global generator since, and the student's initial weights must not
+    # depend on whether a teacher is used (a distilled run and its baseline start alike).
+    paddle.seed(seed)
     exe.run(student.startup, scope=scope)
     if distill is not None and pir:
         # PIR: the startup just gave the teacher's parameters random values.
