@@ -4,7 +4,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import List, Optional
+
+try:
+    from typing import Annotated
+except ImportError:  # Python 3.8 (typer depends on typing_extensions, which has it)
+    from typing_extensions import Annotated
 
 import typer
 from rich.text import Text

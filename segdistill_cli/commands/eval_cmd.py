@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ..terminal import progress_callback
-from ._common import (DEVICES_PANEL, CfgOption, SetOption, TeacherCfgOption,
+from ._common import (Annotated, DEVICES_PANEL, CfgOption, SetOption, TeacherCfgOption,
                       TeacherSetOption, console, current_argv, err_console, read_configs,
                       require_valid, styled, write_json)
 
