@@ -1,5 +1,5 @@
-"""The data-parallel (fleet collective) program: what the CPU (Gloo) build needs, and the checks
-that the program really averages gradients over the workers.
+"""The data-parallel program: how it is built on each IR, what the CPU (Gloo) build needs, and the
+checks that the program really averages gradients over the workers.
 
 The same fleet collective program runs on GPUs (NCCL) and on CPU workers (Gloo). Paddle 2.6's
 fleet assumes a GPU build, so on the CPU build three things differ (docs/design.md, "Data-parallel
@@ -10,6 +10,13 @@ training on CPU (Gloo)"), and each is applied only there:
 2. fleet's GPU communicator set-up (`CollectiveHelper._init_communicator`) becomes a no-op;
 3. the stream-sync ops fleet inserts (`c_sync_calc_stream`, `c_sync_comm_stream`) are removed:
    they have no CPU kernel and nothing to synchronise on a CPU.
+
+Under Paddle 3's PIR fleet's static collective rewrite does not run (docs/design.md, "Paddle
+3.x"), so the program is made data-parallel here with Paddle's public collective API, on GPUs and
+CPU workers alike: the parallel environment is initialised in dynamic mode (`init_pir_workers`),
+every gradient gets a `paddle.distributed.all_reduce` and a 1/N scale before the optimizer update
+(`all_reduce_gradients`), and the startup program broadcasts every parameter from rank 0
+(`broadcast_parameters`).
 
 `inspect_program` / `check_all_reduced` guard against the silent failure mode: a strategy that
 inserts no all-reduce lets the workers train apart without any error.
@@ -27,13 +34,20 @@ import numpy as np
 
 from .errors import SegDistillError
 from .paddle_env import import_paddle
+from .program_vars import is_pir_program
 
 # Ops fleet inserts to order GPU streams; no CPU kernel exists for them.
 STREAM_SYNC_OPS = ("c_sync_calc_stream", "c_sync_comm_stream")
 ALL_REDUCE_OP = "c_allreduce_sum"
 BROADCAST_OP = "c_broadcast"
+# PIR's ops for the same collectives (paddle.distributed.all_reduce / broadcast, in place).
+PIR_ALL_REDUCE_OP = "pd_op.all_reduce_"
+PIR_BROADCAST_OP = "pd_op.broadcast_"
 # The fleet internals replaced on the CPU build were read in this Paddle release line.
 VERIFIED_PADDLE = "2.6."
+# The PIR data-parallel program (and how its collectives find their communicator) was checked on
+# this release line.
+VERIFIED_PIR_PADDLE = "3.3."
 
 
 def is_cpu_build() -> bool:
@@ -47,6 +61,14 @@ def check_cpu_collective_supported() -> None:
     if not version.startswith(VERIFIED_PADDLE):
         raise SegDistillError(f"CPU multi-worker training relies on Paddle {VERIFIED_PADDLE}x "
                               f"internals (verified on 2.6.2); this is Paddle {version}")
+
+
+def check_pir_collective_supported() -> None:
+    """The PIR data-parallel program was checked on one Paddle 3 release line only."""
+    version = import_paddle().__version__
+    if not version.startswith(VERIFIED_PIR_PADDLE):
+        raise SegDistillError(f"multi-worker training under PIR was verified on Paddle "
+                              f"{VERIFIED_PIR_PADDLE}x (3.3.1); this is Paddle {version}")
 
 
 @contextlib.contextmanager
@@ -83,6 +105,61 @@ def _gloo_already_initialised(self: Any, *args: Any, **kwargs: Any) -> None:
     """Stands in for fleet's NCCL/XPU communicator set-up on the CPU build (Gloo is up)."""
 
 
+def init_pir_workers(log_dir: Optional[Path]) -> None:
+    """The parallel environment for PIR's collective ops (Gloo on the CPU build, NCCL on GPUs).
+
+    It must be initialised in dynamic mode: only there does `init_parallel_env` create the
+    process group and the communicators that PIR's `all_reduce_`/`broadcast_` kernels look up by
+    ring id. Initialised in static mode (2.6's recipe) it builds only the old parallel context,
+    and the first all-reduce fails with "NCCLCommContext is nullptr" (on the CPU build too).
+    """
+    check_pir_collective_supported()
+    paddle = import_paddle()
+    paddle.disable_static()
+    try:
+        with working_directory(log_dir):
+            paddle.distributed.init_parallel_env()
+    finally:
+        paddle.enable_static()
+
+
+def all_reduce_gradients(params_grads: Sequence[tuple[Any, Any]], nranks: int
+                         ) -> list[tuple[Any, Any]]:
+    """PIR: each gradient summed over the workers and divided by their number, in the current
+    program (after the backward, before the optimizer's update). The update reads the value the
+    all-reduce writes, so the program itself orders them (not only the in-place buffer)."""
+    paddle = import_paddle()
+    block = paddle.static.default_main_program().global_block()
+    averaged = []
+    for param, grad in params_grads:
+        paddle.distributed.all_reduce(grad)  # in place; returns nothing under PIR
+        reduced = block.ops[-1]
+        if reduced.name() != PIR_ALL_REDUCE_OP:
+            raise SegDistillError(f"paddle.distributed.all_reduce appended {reduced.name()}, "
+                                  f"not {PIR_ALL_REDUCE_OP}, for the gradient of {param.name}")
+        averaged.append((param, reduced.result(0) * (1.0 / nranks)))
+    return averaged
+
+
+def broadcast_parameters(startup: Any, names: Iterable[str]) -> None:
+    """PIR: the startup program ends by sending the parameters `names` from rank 0, so every rank
+    starts from rank 0's weights whatever it initialised (what fleet's startup does on 2.6)."""
+    paddle = import_paddle()
+    from paddle._pir_ops import parameter  # the op that reads a named parameter
+
+    with paddle.static.program_guard(startup):
+        for name in names:
+            paddle.distributed.broadcast(parameter(name), src=0)
+
+
+def gradient_names(program: Any, params_grads: Iterable[tuple[Any, Any]]) -> list[str]:
+    """How the report names the gradients: their variable names on the legacy IR; under PIR (a
+    gradient value has no name) each parameter's name + "@GRAD", as the legacy IR names it."""
+    if is_pir_program(program):
+        return [f"{param.name}@GRAD" for param, _ in params_grads]
+    return [grad.name for _, grad in params_grads]
+
+
 def strip_stream_sync_ops(*programs: Any) -> int:
     """Remove the GPU stream-sync ops from every block of `programs`; returns how many."""
     removed = 0
@@ -103,12 +180,13 @@ class CollectiveReport:
     all_reduce_calls: int = 0
     all_reduced: set[str] = field(default_factory=set)   # variables summed over the workers
     broadcast: set[str] = field(default_factory=set)     # startup values sent from rank 0
+    all_reduce_op: str = ALL_REDUCE_OP
 
     def describe(self, teacher_prefix: str) -> str:
         teacher = sum(1 for n in self.all_reduced | self.broadcast if n.startswith(teacher_prefix))
         grads = sum(1 for n in self.all_reduced if n.endswith("@GRAD"))
         return (f"{grads} gradients all-reduced in {self.all_reduce_calls} "
-                f"{ALL_REDUCE_OP} calls, {len(self.broadcast)} startup values broadcast from "
+                f"{self.all_reduce_op} calls, {len(self.broadcast)} startup values broadcast from "
                 f"rank 0, {teacher} teacher variables in collectives")
 
 
@@ -116,6 +194,8 @@ def inspect_program(main: Any, startup: Any) -> CollectiveReport:
     """Which variables the main program all-reduces (looking through fleet's gradient fusion:
     `coalesce_tensor` makes its `Output` gradients views of one `FusedOutput` buffer, which is
     then all-reduced) and which values the startup program broadcasts."""
+    if is_pir_program(main):
+        return _inspect_pir_program(main, startup)
     report = CollectiveReport()
     block = main.global_block()
     packed: dict[str, list[str]] = {}
@@ -132,6 +212,54 @@ def inspect_program(main: Any, startup: Any) -> CollectiveReport:
         if op.type == BROADCAST_OP:
             report.broadcast.update(op.input("X"))
     return report
+
+
+def _inspect_pir_program(main: Any, startup: Any) -> CollectiveReport:
+    """PIR: a gradient counts as all-reduced when the optimizer update of its parameter (an op
+    with `param` and `grad` inputs: momentum_, adam_, sgd_, ...) reads a value computed from a
+    sum all-reduce's output; broadcast values are the parameters the startup's broadcasts read."""
+    report = CollectiveReport(all_reduce_op=PIR_ALL_REDUCE_OP)
+    summed = import_paddle().distributed.ReduceOp.SUM
+    reduced: set[str] = set()
+    for op in main.global_block().ops:
+        if op.name() == PIR_ALL_REDUCE_OP and op.attrs().get("reduce_type") == summed:
+            report.all_reduce_calls += 1
+            reduced.add(op.result(0).id)
+    for op in main.global_block().ops:
+        inputs = _input_names(op)
+        if "param" in inputs and "grad" in inputs:
+            grad = op.operand_source(inputs.index("grad"))
+            if _computed_from(grad, reduced):
+                report.all_reduced.add(f"{op.operand_source(inputs.index('param')).name}@GRAD")
+    for op in startup.global_block().ops:
+        if op.name() == PIR_BROADCAST_OP:
+            report.broadcast.add(op.operand_source(0).name)
+    return report
+
+
+def _input_names(op: Any) -> list[str]:
+    """A PIR op's input names; [] for ops that have none (builtin ops such as combine)."""
+    try:
+        return list(op.get_input_names())
+    except ValueError:  # "can only get input names of Operation that has OpYamlInfoInterface"
+        return []
+
+
+def _computed_from(value: Any, sources: set[str], limit: int = 32) -> bool:
+    """Whether `value` is one of `sources` (value ids) or computed from one, looking back through
+    the ops between (the 1/N scale, weight decay, gradient clipping) but not into the backward
+    (`*_grad` ops) or past persistable values (parameters, LR)."""
+    todo, looked = [value], 0
+    while todo and looked < limit:
+        current = todo.pop()
+        looked += 1
+        if current.id in sources:
+            return True
+        op = current.get_defining_op()
+        if op is None or current.persistable or op.name().endswith("_grad"):
+            continue
+        todo += [op.operand_source(i) for i in range(op.num_operands())]
+    return False
 
 
 def check_all_reduced(report: CollectiveReport, gradients: Iterable[str],
@@ -182,10 +310,14 @@ def stop_vote(exe: Any) -> Callable[[bool], bool]:
     program, startup = paddle.static.Program(), paddle.static.Program()
     with paddle.static.program_guard(program, startup), paddle.utils.unique_name.guard():
         flag = paddle.static.data("segdistill_stop_flag", [1], "float32")
-        block = program.global_block()
-        anyone = block.create_var(name="segdistill_stop_any", shape=[1], dtype="float32")
-        block.append_op(type=STOP_VOTE_OP, inputs={"X": [flag]}, outputs={"Out": [anyone]},
-                        attrs={"ring_id": 0, "use_calc_stream": True})
+        if is_pir_program(program):  # PIR: the public API's in-place max all-reduce
+            paddle.distributed.all_reduce(flag, op=paddle.distributed.ReduceOp.MAX)
+            anyone = program.global_block().ops[-1].result(0)
+        else:
+            block = program.global_block()
+            anyone = block.create_var(name="segdistill_stop_any", shape=[1], dtype="float32")
+            block.append_op(type=STOP_VOTE_OP, inputs={"X": [flag]}, outputs={"Out": [anyone]},
+                            attrs={"ring_id": 0, "use_calc_stream": True})
     scope = paddle.static.Scope()
 
     def vote(local: bool) -> bool:

@@ -17,8 +17,9 @@ Shared by `train` and `eval`. The decision is a pure function of the options, th
   never relaunch; rank/world/GPU come from `PADDLE_TRAINER_ID`, `PADDLE_TRAINERS_NUM`,
   `FLAGS_selected_gpus` (an index among the visible GPUs, like legacy's `CUDAPlace(gpu_id)`).
 
-GPU and CPU workers run the same fleet collective program; what the CPU (Gloo) build needs on
-top is in `collective.py` (docs/design.md, "Data-parallel training on CPU (Gloo)").
+GPU and CPU workers run the same data-parallel program: fleet's collective program on the legacy
+IR, the one `collective.py` builds under Paddle 3's PIR; what the CPU (Gloo) build needs on top
+is in `collective.py` too (docs/design.md, "Data-parallel training on CPU (Gloo)", "Paddle 3.x").
 Importing this module does not import Paddle.
 """
 from __future__ import annotations
@@ -511,28 +512,51 @@ class SyncBatchNormOptimizer:
 
 
 class DataParallelOptimizer:
-    """fleet's collective optimizer; after `minimize`, the CPU build's program changes and the
-    check that every gradient is averaged over the workers (`report` says what was inserted)."""
+    """The data-parallel optimizer and the check that every gradient is averaged over the
+    workers (`report` says what was inserted). Legacy IR: `inner` is fleet's collective
+    optimizer, and the CPU build's program changes follow its `minimize`. PIR (fleet's static
+    rewrite does not run there): `inner` is the plain optimizer, and the all-reduce of every
+    gradient and the broadcast of every student parameter are inserted here (collective.py)."""
 
-    def __init__(self, inner: Any, cpu_build: bool, teacher_prefix: str):
+    def __init__(self, inner: Any, cpu_build: bool, teacher_prefix: str, pir: bool = False,
+                 nranks: int = 1):
         self.inner, self.cpu_build, self.teacher_prefix = inner, cpu_build, teacher_prefix
+        self.pir, self.nranks = pir, nranks
         self.report: Any = None
 
     def minimize(self, loss: Any, startup_program: Any = None, parameters: Any = None,
                  no_grad_set: Any = None) -> Any:
         from . import collective
         from .paddle_env import import_paddle
+        from .program_vars import parameters as program_parameters
 
         startup = startup_program or import_paddle().static.default_startup_program()
-        result = self.inner.minimize(loss, startup, parameters, no_grad_set)
         main = loss.block.program
-        if self.cpu_build:
-            collective.strip_stream_sync_ops(main, startup)
+        student = [p.name for p in program_parameters(main)
+                   if not p.name.startswith(self.teacher_prefix)]
+        if self.pir:
+            result = self._minimize_pir(loss, startup, parameters, no_grad_set, student)
+        else:
+            result = self.inner.minimize(loss, startup, parameters, no_grad_set)
+            if self.cpu_build:
+                collective.strip_stream_sync_ops(main, startup)
         _, params_grads = result
         self.report = collective.inspect_program(main, startup)
-        collective.check_all_reduced(self.report, [g.name for _, g in params_grads],
-                                     [p.name for p in main.all_parameters()], self.teacher_prefix)
+        collective.check_all_reduced(self.report, collective.gradient_names(main, params_grads),
+                                     student, self.teacher_prefix)
         return result
+
+    def _minimize_pir(self, loss: Any, startup: Any, parameters: Any, no_grad_set: Any,
+                      student: list[str]) -> Any:
+        """What `Optimizer.minimize` does under PIR (backward, then the update ops), with the
+        gradients averaged over the workers in between."""
+        from . import collective
+
+        params_grads = self.inner.backward(loss, startup, parameters, no_grad_set)
+        averaged = collective.all_reduce_gradients(params_grads, self.nranks)
+        optimize_ops = self.inner.apply_gradients(averaged)
+        collective.broadcast_parameters(startup, student)
+        return optimize_ops, params_grads
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -542,19 +566,29 @@ def distributed_optimizer(optimizer: Any, ctx: RunContext, sync_batch_norm: bool
                           teacher_prefix: str = TEACHER_PREFIX,
                           log_dir: Optional[Path] = None) -> Any:
     """The optimizer to call `.minimize(loss)` on: `optimizer` itself for one process, else the
-    fleet collective wrapper (gradients all-reduced and averaged, parameters broadcast from rank
-    0 at start), plus SyncBN per TRAIN.SYNC_BATCH_NORM — which legacy also applied only with more
-    than one device. On the CPU build Gloo is set up first (`collective.init_gloo`)."""
+    data-parallel wrapper (gradients all-reduced and averaged, parameters broadcast from rank 0
+    at start), plus SyncBN per TRAIN.SYNC_BATCH_NORM — which legacy also applied only with more
+    than one device. Legacy IR: fleet's collective optimizer, on the CPU build with Gloo set up
+    first (`collective.init_gloo`). PIR: the program is made data-parallel by
+    `DataParallelOptimizer` itself, after `collective.init_pir_workers`."""
     if not ctx.distributed:
         return optimizer
-    from paddle.distributed import fleet
-
     from . import collective
+    from .paddle_env import import_paddle
+    from .stack import PIR, ir_in_use
 
     cpu_build = collective.is_cpu_build()
-    if cpu_build:
+    if cpu_build and sync_batch_norm:
+        raise ConfigError(SYNC_BN_NEEDS_GPU)
+    if ir_in_use(import_paddle()) == PIR:
         if sync_batch_norm:
-            raise ConfigError(SYNC_BN_NEEDS_GPU)
+            raise ConfigError(SYNC_BN_NOT_ON_PIR)
+        collective.init_pir_workers(log_dir)
+        return DataParallelOptimizer(optimizer, cpu_build, teacher_prefix, pir=True,
+                                     nranks=ctx.nranks)
+    from paddle.distributed import fleet
+
+    if cpu_build:
         collective.init_gloo(log_dir)
     fleet.init(is_collective=True)
     wrapped = DataParallelOptimizer(fleet.distributed_optimizer(optimizer,

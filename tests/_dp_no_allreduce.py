@@ -16,6 +16,12 @@ _minimize = launcher.DataParallelOptimizer.minimize
 def _minimize_without_all_reduce(self, loss, *args, **kwargs):
     result = _minimize(self, loss, *args, **kwargs)
     block = loss.block.program.global_block()
+    if self.pir:  # the update then reads the local gradient
+        for op in list(block.ops):
+            if op.name() == collective.PIR_ALL_REDUCE_OP:
+                op.result(0).replace_all_uses_with(op.operand_source(0))
+                block.remove_op(op)
+        return result
     for index in reversed(range(len(block.ops))):
         if block.ops[index].type == collective.ALL_REDUCE_OP:
             block._remove_op(index)

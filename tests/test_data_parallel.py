@@ -40,6 +40,9 @@ from segdistill_cli import launcher as L
 from segdistill_cli.collective import values_sha256
 from segdistill_cli.config import load_configs
 from segdistill_cli.engine.trainer import Trainer, TrainOptions
+from segdistill_cli.paddle_env import import_paddle
+from segdistill_cli.program_vars import parameters
+from segdistill_cli.stack import PIR, ir_in_use
 from segdistill_cli.weights import read_pdparams, read_tensor
 from conftest import CAMVID, ROOT, STUDENT_CFG, TEACHER_CFG, TESTS, TINY, needs_camvid
 from _train_fixtures import teacher_overrides
@@ -53,10 +56,17 @@ THREADS = {"OMP_NUM_THREADS": "1", "FLAGS_paddle_num_threads": "1"}
 # After one step: float noise ~2e-5 (another summation order / thread count); weights move ~0.6.
 PARITY_ATOL = 1e-4
 
+# What each stack inserts: fleet's fused c_allreduce_sum calls on the legacy IR (and rank 0's
+# Gloo rendezvous writes http.log); under PIR one pd_op.all_reduce_ per gradient, the parallel
+# environment set up through a TCP store (no http.log).
+PIR_STACK = ir_in_use(import_paddle()) == PIR
+ALL_REDUCE_OP = "pd_op.all_reduce_" if PIR_STACK else "c_allreduce_sum"
+RENDEZVOUS_LOGS = set() if PIR_STACK else {"http.log"}
+
 _RANK_STATE = re.compile(r"rank (\d+)/2 (start|end)\b.*?student sha256 (\w+) \((\d+) trained "
                          r"parameters\), teacher sha256 (\w+)")
 _COLLECTIVES = re.compile(r"data-parallel rank (\d+)/2: (\d+) gradients all-reduced in (\d+) "
-                          r"c_allreduce_sum calls, (\d+) startup values broadcast from rank 0, "
+                          r"(\S+) calls, (\d+) startup values broadcast from rank 0, "
                           r"(\d+) teacher variables in collectives")
 
 
@@ -129,7 +139,7 @@ def trained_names(data, teacher) -> list[str]:
 
     configs = load_configs(STUDENT_CFG, TEACHER_CFG, student_sets(data, Path("unused")),
                            teacher_sets(teacher))
-    return sorted(p.name for p in seeded_student(configs.student, 0).main.all_parameters()
+    return sorted(p.name for p in parameters(seeded_student(configs.student, 0).main)
                   if p.trainable)
 
 
@@ -204,7 +214,7 @@ def test_two_workers_equal_one_process_with_the_whole_batch(two_workers, data, t
 
 
 def _run_without_all_reduce(data, teacher, save: Path, seed: int) -> Path:
-    """The 2-worker run with every c_allreduce_sum removed (tests/_dp_no_allreduce.py)."""
+    """The 2-worker run with every gradient all-reduce removed (tests/_dp_no_allreduce.py)."""
     argv = train_argv(data, teacher, save, "--cpu", "--nproc", "2", "--no-eval")
     plan = L.plan_launch(L.LaunchRequest(cpu=True, nproc=2, log_dir=str(save / "launch_logs")),
                          argv, env=cli_env())
@@ -247,8 +257,9 @@ def test_the_program_all_reduces_every_gradient_and_no_teacher_variable(two_work
     for rank in (0, 1):
         match = _COLLECTIVES.search(worker_log(two_workers["save"], rank))
         assert match, f"no data-parallel report in workerlog.{rank}"
-        grads, calls, broadcast, teacher = (int(match[i]) for i in (2, 3, 4, 5))
-        assert grads == len(names) and 0 < calls <= grads  # fused into few calls
+        grads, calls, broadcast, teacher = (int(match[i]) for i in (2, 3, 5, 6))
+        assert match[4] == ALL_REDUCE_OP
+        assert grads == len(names) and 0 < calls <= grads  # legacy: fused into few calls
         assert broadcast >= len(names) and teacher == 0
 
 
@@ -261,7 +272,7 @@ def test_rank_0_alone_writes_and_records_the_workers(two_workers):
     assert [r["step"] for r in records if r["type"] == "train"] == [1, 2, 3]  # once, not per rank
     assert sum(r["type"] == "eval" for r in records) == EPOCHS
     logs = {p.name for p in (save / "launch_logs").iterdir()}
-    assert {"workerlog.0", "workerlog.1", "http.log"} <= logs  # rendezvous log kept here ...
+    assert {"workerlog.0", "workerlog.1"} | RENDEZVOUS_LOGS <= logs  # rendezvous log here ...
     assert list(two_workers["cwd"].iterdir()) == []  # ... not in the working directory
     assert "[EVAL]" in worker_log(save, 0) and "[EVAL]" not in worker_log(save, 1)
     assert _SAVED.findall(worker_log(save, 0)) and not _SAVED.findall(worker_log(save, 1))
