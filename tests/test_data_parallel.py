@@ -139,8 +139,8 @@ def trained_names(data, teacher) -> list[str]:
 
     configs = load_configs(STUDENT_CFG, TEACHER_CFG, student_sets(data, Path("unused")),
                            teacher_sets(teacher))
-    return sorted(p.name for p in parameters(seeded_student(configs.student, 0).main)
-                  if p.trainable)
+    main = seeded_student(configs.student, 0).main  # kept: a PIR value dies with its program
+    return sorted(p.name for p in parameters(main) if p.trainable)
 
 
 def final_student(save_dir: Path, names: list[str], checkpoint: str = "final"
