@@ -45,6 +45,9 @@ PIR_ALL_REDUCE_OP = "pd_op.all_reduce_"
 PIR_BROADCAST_OP = "pd_op.broadcast_"
 # The fleet internals replaced on the CPU build were read in this Paddle release line.
 VERIFIED_PADDLE = "2.6."
+# PIR: gradients are all-reduced in buckets of up to this size, one call each (fleet fuses them
+# too on the legacy IR): a call per gradient costs one Gloo round trip each.
+FUSE_BYTES = 32 << 20
 # The PIR data-parallel program (and how its collectives find their communicator) was checked on
 # this release line.
 VERIFIED_PIR_PADDLE = "3.3."
@@ -123,22 +126,57 @@ def init_pir_workers(log_dir: Optional[Path]) -> None:
         paddle.enable_static()
 
 
-def all_reduce_gradients(params_grads: Sequence[tuple[Any, Any]], nranks: int
-                         ) -> list[tuple[Any, Any]]:
-    """PIR: each gradient summed over the workers and divided by their number, in the current
-    program (after the backward, before the optimizer's update). The update reads the value the
-    all-reduce writes, so the program itself orders them (not only the in-place buffer)."""
+def all_reduce_gradients(params_grads: Sequence[tuple[Any, Any]], nranks: int,
+                         bucket_bytes: Optional[int] = None) -> list[tuple[Any, Any]]:
+    """PIR: every gradient summed over the workers and divided by their number, in the current
+    program (after the backward, before the optimizer's update): the gradients are packed into
+    buckets of up to `bucket_bytes` (default FUSE_BYTES; one flat concat each), each bucket is
+    all-reduced in one call, and the averaged pieces are cut back out for the update."""
+    averaged: list[tuple[Any, Any]] = []
+    for bucket in _buckets(params_grads, FUSE_BYTES if bucket_bytes is None else bucket_bytes):
+        averaged += _all_reduce_bucket(bucket, nranks)
+    return averaged
+
+
+def _buckets(params_grads: Sequence[tuple[Any, Any]], limit: int
+             ) -> Iterator[list[tuple[Any, Any]]]:
+    """Consecutive (param, grad) pairs of one dtype and at most `limit` bytes (or one pair)."""
+    bucket: list[tuple[Any, Any]] = []
+    size = 0
+    for param, grad in params_grads:
+        if any(int(d) < 0 for d in grad.shape):
+            raise SegDistillError(f"the gradient of {param.name} has no static shape "
+                                  f"({list(grad.shape)}); it cannot be packed for the all-reduce")
+        nbytes = int(np.prod(grad.shape)) * _itemsize(grad)
+        if bucket and (size + nbytes > limit or grad.dtype != bucket[0][1].dtype):
+            yield bucket
+            bucket, size = [], 0
+        bucket.append((param, grad))
+        size += nbytes
+    if bucket:
+        yield bucket
+
+
+def _itemsize(value: Any) -> int:
+    return int(import_paddle().core.size_of_dtype(value.dtype))
+
+
+def _all_reduce_bucket(bucket: list[tuple[Any, Any]], nranks: int) -> list[tuple[Any, Any]]:
+    """One bucket: concat the flattened gradients, sum them over the workers, scale by 1/N,
+    split and reshape. Everything after the all-reduce reads the value it writes, so the
+    program itself orders them (not only the shared in-place buffer)."""
     paddle = import_paddle()
     block = paddle.static.default_main_program().global_block()
-    averaged = []
-    for param, grad in params_grads:
-        paddle.distributed.all_reduce(grad)  # in place; returns nothing under PIR
-        reduced = block.ops[-1]
-        if reduced.name() != PIR_ALL_REDUCE_OP:
-            raise SegDistillError(f"paddle.distributed.all_reduce appended {reduced.name()}, "
-                                  f"not {PIR_ALL_REDUCE_OP}, for the gradient of {param.name}")
-        averaged.append((param, reduced.result(0) * (1.0 / nranks)))
-    return averaged
+    flat = paddle.concat([paddle.reshape(grad, [-1]) for _, grad in bucket])
+    paddle.distributed.all_reduce(flat)  # in place; returns nothing under PIR
+    summed = block.ops[-1]
+    if summed.name() != PIR_ALL_REDUCE_OP:
+        raise SegDistillError(f"paddle.distributed.all_reduce appended {summed.name()}, not "
+                              f"{PIR_ALL_REDUCE_OP}")
+    mean = summed.result(0) * (1.0 / nranks)
+    pieces = paddle.split(mean, [int(np.prod(grad.shape)) for _, grad in bucket])
+    return [(param, paddle.reshape(piece, list(grad.shape)))
+            for (param, grad), piece in zip(bucket, pieces)]
 
 
 def broadcast_parameters(startup: Any, names: Iterable[str]) -> None:

@@ -63,20 +63,22 @@ def _pir_program(optimizer: str):
 
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])
 def test_pir_every_update_reads_an_all_reduced_gradient(optimizer):
+    """The gradients go in one fused all-reduce (they fit one bucket); the teacher-named frozen
+    parameter has no gradient and is not broadcast."""
     wrapped, loss, main, startup, collective = _pir_program(optimizer)
     with _guard(main, startup):
         wrapped.minimize(loss)
     report = wrapped.report
     assert report.all_reduced == {"w@GRAD", "b@GRAD", "v@GRAD"}
-    assert report.all_reduce_calls == 3 and report.broadcast == {"w", "b", "v"}
-    assert report.describe("teacher_") == ("3 gradients all-reduced in 3 pd_op.all_reduce_ "
+    assert report.all_reduce_calls == 1 and report.broadcast == {"w", "b", "v"}
+    assert report.describe("teacher_") == ("3 gradients all-reduced in 1 pd_op.all_reduce_ "
                                            "calls, 3 startup values broadcast from rank 0, "
                                            "0 teacher variables in collectives")
 
 
-def test_pir_a_program_whose_update_skips_the_all_reduce_is_refused():
-    """The negative controls: no all-reduce at all; and all-reduce ops present but the update
-    reading the local gradient (what tests/_dp_no_allreduce.py does to a real run)."""
+def test_pir_a_program_whose_update_skips_the_all_reduce_is_refused(monkeypatch):
+    """The negative controls: no all-reduce at all; and all-reduce ops present (one per gradient
+    here) but one update reading the local gradient, the others the summed ones."""
     from segdistill_cli.errors import SegDistillError
 
     wrapped, loss, main, startup, collective = _pir_program("momentum")
@@ -87,12 +89,14 @@ def test_pir_a_program_whose_update_skips_the_all_reduce_is_refused():
     with pytest.raises(SegDistillError, match="does not all-reduce 3 gradient"):
         collective.check_all_reduced(report, ["w@GRAD", "b@GRAD", "v@GRAD"], [], "teacher_")
 
+    monkeypatch.setattr(collective, "FUSE_BYTES", 1)  # a bucket per gradient
     wrapped, loss, main, startup, collective = _pir_program("momentum")
     with _guard(main, startup):
         wrapped.minimize(loss)
+    assert wrapped.report.all_reduce_calls == 3
     for op in list(main.global_block().ops):
-        if op.name() == collective.PIR_ALL_REDUCE_OP and op.operand_source(0).shape == [4, 8]:
-            op.result(0).replace_all_uses_with(op.operand_source(0))  # w's update: local grad
+        if op.name() == collective.PIR_ALL_REDUCE_OP and op.operand_source(0).shape == [32]:
+            op.result(0).replace_all_uses_with(op.operand_source(0))  # w (4x8): local grad
     report = collective.inspect_program(main, startup)
     assert report.all_reduce_calls == 3 and report.all_reduced == {"b@GRAD", "v@GRAD"}
 
