@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import pir_only
 from segdistill_cli.collective import CollectiveReport, check_all_reduced
 from segdistill_cli.errors import SegDistillError
 
@@ -24,17 +25,8 @@ def test_a_program_that_does_not_all_reduce_is_refused_before_step_1():
 
 # ---- the PIR data-parallel program (built, not run: no workers needed) ------------------------
 
-def _pir_paddle():
-    from segdistill_cli.paddle_env import allow_experimental_pir, import_paddle
-    from segdistill_cli.stack import PIR, ir_in_use
-
-    paddle = import_paddle(any_ir=True)
-    if ir_in_use(paddle) != PIR:
-        pytest.skip(f"the PIR data-parallel program needs Paddle 3 in PIR mode; this is Paddle "
-                    f"{paddle.__version__} with the legacy IR, where fleet builds it "
-                    "(tests/test_data_parallel.py runs it)")
-    allow_experimental_pir()
-    return paddle
+PIR_PROGRAM = pir_only("the PIR data-parallel program; on the legacy IR fleet builds it "
+                       "(tests/test_data_parallel.py runs it on both)")
 
 
 def _pir_program(optimizer: str):
@@ -43,7 +35,9 @@ def _pir_program(optimizer: str):
     from segdistill_cli import collective
     from segdistill_cli.launcher import DataParallelOptimizer
 
-    paddle = _pir_paddle()
+    from segdistill_cli.paddle_env import import_paddle
+
+    paddle = import_paddle()
     main, startup = paddle.static.Program(), paddle.static.Program()
     with paddle.static.program_guard(main, startup):
         x = paddle.static.data("x", [-1, 4], "float32")
@@ -61,6 +55,7 @@ def _pir_program(optimizer: str):
     return wrapped, loss, main, startup, collective
 
 
+@PIR_PROGRAM
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])
 def test_pir_every_update_reads_an_all_reduced_gradient(optimizer):
     """The gradients go in one fused all-reduce (they fit one bucket); the teacher-named frozen
@@ -76,6 +71,7 @@ def test_pir_every_update_reads_an_all_reduced_gradient(optimizer):
                                            "0 teacher variables in collectives")
 
 
+@PIR_PROGRAM
 def test_pir_a_program_whose_update_skips_the_all_reduce_is_refused(monkeypatch):
     """The negative controls: no all-reduce at all; and all-reduce ops present (one per gradient
     here) but one update reading the local gradient, the others the summed ones."""

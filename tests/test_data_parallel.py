@@ -40,11 +40,9 @@ from segdistill_cli import launcher as L
 from segdistill_cli.collective import values_sha256
 from segdistill_cli.config import load_configs
 from segdistill_cli.engine.trainer import Trainer, TrainOptions
-from segdistill_cli.paddle_env import import_paddle
 from segdistill_cli.program_vars import parameters
-from segdistill_cli.stack import PIR, ir_in_use
 from segdistill_cli.weights import read_pdparams, read_tensor
-from conftest import CAMVID, ROOT, STUDENT_CFG, TEACHER_CFG, TESTS, TINY, needs_camvid
+from conftest import CAMVID, IR, ROOT, STUDENT_CFG, TEACHER_CFG, TESTS, TINY, needs_camvid
 from _train_fixtures import teacher_overrides
 
 pytestmark = needs_camvid
@@ -57,11 +55,10 @@ THREADS = {"OMP_NUM_THREADS": "1", "FLAGS_paddle_num_threads": "1"}
 PARITY_ATOL = 1e-4
 
 # What each stack inserts: fleet's fused c_allreduce_sum calls on the legacy IR (and rank 0's
-# Gloo rendezvous writes http.log); under PIR one pd_op.all_reduce_ per gradient, the parallel
-# environment set up through a TCP store (no http.log).
-PIR_STACK = ir_in_use(import_paddle()) == PIR
-ALL_REDUCE_OP = "pd_op.all_reduce_" if PIR_STACK else "c_allreduce_sum"
-RENDEZVOUS_LOGS = set() if PIR_STACK else {"http.log"}
+# Gloo rendezvous writes http.log); under PIR segdistill's own fused pd_op.all_reduce_ calls, the
+# parallel environment set up through a TCP store (no http.log).
+ALL_REDUCE_OP = "pd_op.all_reduce_" if IR == "pir" else "c_allreduce_sum"
+RENDEZVOUS_LOGS = set() if IR == "pir" else {"http.log"}
 
 _RANK_STATE = re.compile(r"rank (\d+)/2 (start|end)\b.*?student sha256 (\w+) \((\d+) trained "
                          r"parameters\), teacher sha256 (\w+)")
@@ -259,7 +256,7 @@ def test_the_program_all_reduces_every_gradient_and_no_teacher_variable(two_work
         assert match, f"no data-parallel report in workerlog.{rank}"
         grads, calls, broadcast, teacher = (int(match[i]) for i in (2, 3, 5, 6))
         assert match[4] == ALL_REDUCE_OP
-        assert grads == len(names) and 0 < calls <= grads  # legacy: fused into few calls
+        assert grads == len(names) and 0 < calls < grads  # fused into few calls
         assert broadcast >= len(names) and teacher == 0
 
 
