@@ -96,16 +96,33 @@ def _hide_flag_placeholders(command: Any, help_names: list[str]) -> None:
         _hide_flag_placeholders(sub, help_names)
 
 
+def _bare_group(command: Any, args: Sequence[str]) -> tuple[Any, list[str]] | None:
+    """(group, its path) when `args` name groups only (`segdistill`, `segdistill data`). Checked
+    here because click 8.2 raises NoArgsIsHelpError for it, while click 8.1 (the last release for
+    Python 3.8 and 3.9) prints the help and exits 0."""
+    path: list[str] = []
+    for arg in args:
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            return None
+        command = sub
+        path.append(arg)
+    return (command, path) if hasattr(command, "commands") else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (errors.py: 0 ok, 1 failure while working, 2 usage /
     config / input problem, 130 Ctrl-C). Every error is one line on stderr."""
     args = list(argv) if argv is not None else sys.argv[1:]
     remember_argv(args)
-    try:
-        code = build_command()(args=args, prog_name="segdistill", standalone_mode=False)
-    except click_errors.NoArgsIsHelpError as exc:
-        typer.echo(exc.ctx.get_help())
+    command = build_command()
+    bare = _bare_group(command, args)
+    if bare is not None:  # a group without its subcommand: its help, as a usage problem
+        group, path = bare
+        typer.echo(group.get_help(Context(group, info_name=" ".join(["segdistill", *path]))))
         return 2
+    try:
+        code = command(args=args, prog_name="segdistill", standalone_mode=False)
     except click_errors.ClickException as exc:  # usage errors: one line, not rich's box
         print_error(_usage_line(exc))
         return 2

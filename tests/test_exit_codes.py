@@ -139,3 +139,14 @@ def test_ctrl_c_anywhere_in_a_command_is_130_with_one_line(capsys, monkeypatch):
     monkeypatch.setattr(config_cmd, "read_configs", interrupted)
     code, err = _run(capsys, ["config", "show", "--cfg", STUDENT])
     assert (code, err) == (130, ["interrupted"])
+
+
+@pytest.mark.parametrize("args", [[], ["data"], ["config"]])
+def test_a_group_without_its_subcommand_prints_its_help_and_exits_2(args, capsys):
+    """The same on every click: click 8.2 raises NoArgsIsHelpError, click 8.1 (the last for
+    Python 3.8 and 3.9) printed the help and returned 0."""
+    from segdistill_cli.cli import main
+
+    assert main(args) == 2
+    assert f"Usage: {' '.join(['segdistill', *args])} [OPTIONS] COMMAND" in capsys.readouterr().out
+    assert main([*args, "--help"]) == 0  # the control: asking for help is no error

@@ -30,14 +30,14 @@ import queue
 import signal
 import traceback
 import weakref
-from typing import Any, Iterator, Sequence
+from typing import Any, Dict, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import SegDistillError
 
 FEED_NAMES = ("image", "label", "mask", "distill_mask")
-Batch = dict[str, np.ndarray]
+Batch = Dict[str, np.ndarray]  # typing.Dict: a runtime alias, and Python 3.8 has no dict[...]
 _POLL_SECONDS = 0.5
 _START_METHOD = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
 
