@@ -22,7 +22,6 @@ pytestmark = pytest.mark.skipif(
     int(VERSION.split(".")[0]) < 3 or IR != PIR,
     reason=f"the PIR backend's commands need Paddle >= 3 in PIR mode (its default); this is "
            f"Paddle {VERSION} ({IR})")
-NOISE = ("Warning", "warn", "deprecated", "Reason:", "pixel_ce")
 
 
 def segdistill(*args: str, timeout: int = 900, cwd=ROOT) -> subprocess.CompletedProcess:
@@ -60,6 +59,9 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("pir_demo") / "segdistill_demo"
     proc = segdistill("demo", "--keep", "--no-baseline", "--out", str(out), cwd=out.parent)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # Paddle 3's own warnings (the legacy CE op's deprecation, PIR backward asking for a place)
+    # are filtered in paddle_env.py: a user sees segdistill's lines only.
+    assert "Warning" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
     return out
 
 
