@@ -16,7 +16,7 @@ asks a non-persistable value for its name.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from .paddle_env import import_paddle
 
@@ -62,3 +62,13 @@ def parameters(program: Any) -> list[Any]:
     if is_pir_program(program):
         return list(reversed(program.global_block().all_parameters()))
     return list(program.all_parameters())
+
+
+def find_var(program: Any, name: str) -> Optional[Any]:
+    """The variable called `name` in `program`'s global block, or None, on either IR. Under PIR
+    only data, parameters and persistables have a name to find (an intermediate value is reached
+    through what recorded it: `BuiltProgram.var`, `teacher.teacher_lookup`)."""
+    if is_pir_program(program):
+        return next((v for v in program.list_vars() if v.has_name and v.name == name), None)
+    block = program.global_block()
+    return block.var(name) if block.has_var(name) else None

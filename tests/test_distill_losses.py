@@ -16,6 +16,7 @@ from segdistill_cli.distill import losses  # noqa: E402
 from segdistill_cli.distill.build import add_distill_losses  # noqa: E402
 from segdistill_cli.distill.custom import load_function  # noqa: E402
 from segdistill_cli.distill.pairs import resolve_pairs  # noqa: E402
+from segdistill_cli.program_vars import find_var  # noqa: E402
 
 RNG = np.random.default_rng(7)
 
@@ -217,11 +218,10 @@ def _masked_pair_values(pair_extra, feeds, loss="kl"):
     pair = {"TEACHER": "feat", "STUDENT": "feat", "LOSS": loss, "WEIGHT": 2.0, "NAME": "p",
             **pair_extra}
     resolved = resolve_pairs([pair], main, teacher)
-    block = main.global_block()
     with paddle.static.program_guard(main, startup):
-        built = add_distill_losses(main, startup, resolved, mask=block.var("pixels"),
-                                   label=block.var("label"), ignore_index=11,
-                                   label_mask=block.var("labelled"))
+        built = add_distill_losses(main, startup, resolved, mask=find_var(main, "pixels"),
+                                   label=find_var(main, "label"), ignore_index=11,
+                                   label_mask=find_var(main, "labelled"))
     names = ["p", *built.logged]
     exe = paddle.static.Executor(paddle.CPUPlace())
     with paddle.static.scope_guard(paddle.static.Scope()):
@@ -325,7 +325,7 @@ def _run_pairs(pairs, feeds):
     main, startup, teacher = _pair_programs()
     resolved = resolve_pairs(pairs, main, teacher)
     with paddle.static.program_guard(main, startup):
-        built = add_distill_losses(main, startup, resolved, mask=main.global_block().var("mask"))
+        built = add_distill_losses(main, startup, resolved, mask=find_var(main, "mask"))
     exe = paddle.static.Executor(paddle.CPUPlace())
     with paddle.static.scope_guard(paddle.static.Scope()):
         exe.run(startup)
@@ -377,6 +377,18 @@ def test_custom_function_import_errors_name_the_pair_and_the_cause(custom_module
     pairs = [{"TEACHER": "feat", "STUDENT": "feat", "LOSS": "custom", "FUNCTION": "nope.x:f"}]
     with pytest.raises(ConfigError, match=r"DISTILL\[0\]\.FUNCTION \(s\.yaml\): cannot import"):
         resolve_pairs(pairs, main, teacher, source="s.yaml")  # pre-flight, nothing built
+
+
+def test_default_lookup_finds_the_programs_variables_and_names_a_missing_one():
+    from segdistill_cli.errors import SegDistillError
+
+    main, startup, teacher = _pair_programs()
+    (pair,) = resolve_pairs([{"TEACHER": "feat", "STUDENT": "feat2", "LOSS": "l2"}], main, teacher)
+    assert find_var(main, "teacher_feat") is not None and find_var(main, "nope") is None
+    pair.teacher = ["teacher_gone"]  # e.g. resolved against a teacher that was never merged
+    with pytest.raises(SegDistillError, match=r"^DISTILL\[0\]\.TEACHER: variable 'teacher_gone' is "
+                                              r"not in the training program \(was the teacher"):
+        add_distill_losses(main, startup, [pair])
 
 
 def test_kl_without_mask_or_label_is_refused():

@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..errors import SegDistillError
 from ..paddle_env import import_paddle
+from ..program_vars import find_var, is_pir_program
 from .adapters import apply_adapter
 from .custom import accepts_mask, call_custom
 from .losses import at_resolution, confident_mask, correct_mask, valid_mask
@@ -58,7 +59,8 @@ def add_distill_losses(program: Any, startup_program: Any, pairs: Sequence[Resol
     (kl, dist) and custom functions that ask for a mask; kl without either raises
     SegDistillError. `MASK: correct` also needs `label` and `label_mask` (1 = the pixel has a
     label; default `label != ignore_index`). `lookup` finds a merged name's variable where the
-    program cannot (PIR: distill/teacher.py `teacher_lookup`); default: the program's block.
+    program cannot (PIR: distill/teacher.py `teacher_lookup`); default: the variable of that name
+    in the program (`program_vars.find_var`; under PIR only data and persistables have names).
     """
     if not pairs:
         raise SegDistillError("no distillation pairs to build")
@@ -82,7 +84,7 @@ def add_distill_losses(program: Any, startup_program: Any, pairs: Sequence[Resol
             logged[f"raw/{pair.name}"] = paddle.assign(raw)
             logged.update({f"raw/{pair.name}.{part}": v for part, v in parts.items()})
         total = paddle.add_n(list(terms.values())) if len(terms) > 1 else next(iter(terms.values()))
-    if lookup is None:  # PIR values have no generated names that could clash
+    if not is_pir_program(program):  # PIR values have no generated names that could clash
         _check_no_name_clash(program, first_new_op)
     return DistillLosses(terms=terms, total=total, logged=logged)
 
@@ -123,11 +125,7 @@ def _check_no_name_clash(program: Any, first_new_op: int) -> None:
 
 def _var(program: Any, name: str, pair: ResolvedPair, side: str,
          lookup: Optional[Callable[[str], Optional[Any]]] = None) -> Any:
-    if lookup is not None:
-        found = lookup(name)
-    else:
-        block = program.global_block()
-        found = block.var(name) if block.has_var(name) else None
+    found = lookup(name) if lookup is not None else find_var(program, name)
     if found is None:
         hint = " (was the teacher merged into this program?)" if side == "TEACHER" else ""
         raise SegDistillError(f"{pair.where}.{side}: variable {name!r} is not in the training "
