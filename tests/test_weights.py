@@ -332,13 +332,8 @@ def test_teacher_before_and_after_paddleslim_merge(tmp_path):
         np.testing.assert_array_equal(values(scope, "teacher_" + name), arr)
 
     s_main, scope = merged(load_first=False)
-    student_before = values(scope, "conv1/weights")
     # merge makes teacher vars plain persistables: without the prefix nothing would match them
-    report = load_weights(s_main, d, scope=scope, place=place, strict=True, prefix="teacher_")
-    assert sorted(report.loaded) == sorted("teacher_" + n for n in TINY)
-    for name, arr in arrays.items():
-        np.testing.assert_array_equal(values(scope, "teacher_" + name), arr)
-    np.testing.assert_array_equal(values(scope, "conv1/weights"), student_before)
+    _loads_teacher_by_prefix(s_main, d, scope, place, arrays)
     with pytest.raises(SegDistillError, match="no parameters named nobody_"):
         load_weights(s_main, d, scope=scope, place=place, strict=True, prefix="nobody_")
 
@@ -358,13 +353,20 @@ def test_teacher_built_into_the_students_program_loads_by_prefix(tmp_path):
                                                    "moving_variance"), 1e-5, 0.9, no_decay=False)
         ops.conv2d(ops.relu(y), 5, 1, 1, 0, 1, 1, "logit/weights", "logit/biases")
     main, scope, place, _, _ = fresh((main, startup, None))
+    student_before = _loads_teacher_by_prefix(main, d, scope, place, arrays)
+    assert not np.array_equal(student_before, arrays["conv1/weights"])  # control: they differ
+
+
+def _loads_teacher_by_prefix(main, folder, scope, place, arrays):
+    """Load `folder` into the `teacher_` parameters of `main`: every one gets its array, the
+    student's own `conv1/weights` is left as it was (returned)."""
     student_before = values(scope, "conv1/weights")
-    report = load_weights(main, d, scope=scope, place=place, strict=True, prefix="teacher_")
+    report = load_weights(main, folder, scope=scope, place=place, strict=True, prefix="teacher_")
     assert sorted(report.loaded) == sorted("teacher_" + n for n in TINY)
     for name, arr in arrays.items():
         np.testing.assert_array_equal(values(scope, "teacher_" + name), arr)
     np.testing.assert_array_equal(values(scope, "conv1/weights"), student_before)
-    assert not np.array_equal(student_before, arrays["conv1/weights"])  # control: they differ
+    return student_before
 
 
 # ---- structural checks against the real manifests ------------------------------------------------
