@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from segdistill_cli.config import Configs, load_configs  # noqa: E402
 from segdistill_cli.paddle_env import import_paddle  # noqa: E402
+from segdistill_cli.program_vars import is_pir_program  # noqa: E402
 
 PAIRS = {
     "tutorial": ("cityscape.yaml", "cityscape_teacher.yaml", (257, 257), 2),
@@ -49,13 +50,14 @@ def pair_configs(pair: str, teacher_dir: str = "") -> Configs:
 
 
 def random_batch(cfg: Any, seed: int = SEED) -> dict[str, np.ndarray]:
-    """One feed dict as the loader produces it: normalised image, int32 label and mask."""
+    """One feed dict as the loader produces it: normalised image, int32 label, mask and distill
+    mask (PIR's executor requires every input to be fed; no padding here, so all ones)."""
     rng = np.random.default_rng(seed)
     w, h = cfg.TRAIN_CROP_SIZE
     n, classes = int(cfg.BATCH_SIZE), int(cfg.DATASET.NUM_CLASSES)
     label = rng.integers(0, classes, size=(n, 1, h, w)).astype(np.int32)
     return {"image": rng.uniform(-1, 1, size=(n, 3, h, w)).astype(np.float32),
-            "label": label, "mask": np.ones_like(label)}
+            "label": label, "mask": np.ones_like(label), "distill_mask": np.ones_like(label)}
 
 
 def write_random_teacher(configs: Configs, folder: Path) -> Path:
@@ -85,8 +87,15 @@ class StaticStep:
     feed: dict
     fetch: list
 
+    keep: tuple = ()  # objects whose programs must outlive the step (PIR values point into them)
+
     def __call__(self) -> None:
-        self.exe.run(self.program, feed=self.feed, fetch_list=self.fetch, scope=self.scope)
+        if not is_pir_program(self.program):
+            self.exe.run(self.program, feed=self.feed, fetch_list=self.fetch, scope=self.scope)
+            return
+        # as engine/graph.run_step: 3.3.1's PIR executor writes the LR into the global scope
+        with import_paddle().static.scope_guard(self.scope):
+            self.exe.run(self.program, feed=self.feed, fetch_list=self.fetch, scope=self.scope)
 
 
 def train_step(configs: Configs, use_teacher: bool) -> StaticStep:
@@ -101,7 +110,7 @@ def train_step(configs: Configs, use_teacher: bool) -> StaticStep:
     program = Trainer(configs, TrainOptions(use_teacher=use_teacher), ctx)._program(graph)
     name = "distill" if use_teacher else "student"
     return StaticStep(name, graph.exe, program, graph.scope, random_batch(configs.student),
-                      list(graph.fetch_terms().values()))
+                      list(graph.fetch_terms().values()), keep=(graph,))
 
 
 def teacher_inference_step(configs: Configs) -> StaticStep:
@@ -111,16 +120,19 @@ def teacher_inference_step(configs: Configs) -> StaticStep:
 
     paddle = import_paddle()
     place = paddle.CPUPlace()
-    image_shape = list(build_student_train(configs.student).image.shape)
+    student = build_student_train(configs.student)  # kept alive: under PIR a value's shape is
+    image_shape = list(student.image.shape)  # read from its program (freed program: segfault)
     teacher = build_teacher(configs.teacher, image_shape)
-    use_teacher_kernels(teacher.main)  # as in training
     exe = paddle.static.Executor(place)
     scope = load_teacher(configs, teacher, exe, place, _quiet)
-    strategy = paddle.static.BuildStrategy()
-    strategy.fuse_elewise_add_act_ops = True
-    program = paddle.static.CompiledProgram(teacher.main, build_strategy=strategy)
+    use_teacher_kernels(teacher.main, prefix="")  # as in training (the program is the teacher)
+    program = teacher.main
+    if not is_pir_program(program):  # CompiledProgram refuses a PIR program (as the trainer)
+        strategy = paddle.static.BuildStrategy()
+        strategy.fuse_elewise_add_act_ops = True
+        program = paddle.static.CompiledProgram(teacher.main, build_strategy=strategy)
     feed = {"image": random_batch(configs.student)["image"]}
-    return StaticStep("teacher", exe, program, scope, feed, [teacher.logits])
+    return StaticStep("teacher", exe, program, scope, feed, [teacher.logits], keep=(student,))
 
 
 # ---- dygraph backend for the legacy model code ---------------------------------------------------

@@ -23,8 +23,9 @@ where PaddleSlim's merge cannot run and values are not found by name. There the 
 merge: 2. the teacher is built INTO the student's program in inference mode, its parameters
 frozen under the merged names (`recorded_programs.build_teacher_into`); 3. after the one startup
 run, `load_teacher_in_place` loads its weights strictly into those names; 4. `teacher_lookup`
-finds a merged name's value (what `block.var` does after a merge); 5. no oneDNN marking (PIR ops
-have no `use_mkldnn` attribute); 6. `check_teacher_frozen` checks the PIR program's ops.
+finds a merged name's value (what `block.var` does after a merge); 5. the teacher's ops are
+rewritten into Paddle's `onednn_op` dialect (PIR ops have no `use_mkldnn` attribute), after the
+startup run; 6. `check_teacher_frozen` checks the PIR program's ops (before that rewrite).
 `TEACHER_PREFIX` and `merged_name` are the names every backend shows the user.
 Paddle is imported inside the functions: importing this module stays cheap (inspect, pairs).
 """
@@ -213,20 +214,106 @@ def _check_values(teacher_program: Any, teacher_scope: Any) -> None:
 
 # ---- 5. kernel choice ---------------------------------------------------------------------------
 
-def use_teacher_kernels(program: Any, first_op: int = 0) -> int:
-    """Mark the ONEDNN_INFERENCE_OPS of `program` (from op index `first_op` on: the merged
-    teacher's ops) to use oneDNN kernels; return how many. Called once the program is final:
-    PaddleSlim's merge copies only an op's main attributes, and `use_mkldnn` is an "extra" one."""
+def use_teacher_kernels(program: Any, first_op: int = 0, prefix: str = TEACHER_PREFIX) -> int:
+    """Put the teacher's ONEDNN_INFERENCE_OPS on oneDNN kernels; return how many ops now are.
+
+    Legacy IR: mark the ops from index `first_op` on (the merged teacher's) `use_mkldnn`. Called
+    once the program is final: PaddleSlim's merge copies only an op's main attributes, and
+    `use_mkldnn` is an "extra" one. PIR: ops have no such attribute, so the teacher's ops are
+    rewritten into Paddle's `onednn_op` dialect (`_place_on_onednn`); the teacher's ops are those
+    computed from persistables named `prefix...` only (`prefix=""`: a program that is the
+    teacher alone). Call it after the startup run: the oneDNN dialect is registered by then."""
     paddle = import_paddle()
     if os.environ.get("SEGDISTILL_ONEDNN", "1") == "0" or \
             not paddle.base.core.is_compiled_with_mkldnn():
         return 0
+    if is_pir_program(program):
+        return _place_on_onednn(program, prefix)
     count = 0
     for op in program.global_block().ops[first_op:]:
         if op.type in ONEDNN_INFERENCE_OPS and op.has_attr("use_mkldnn"):
             op._set_attr("use_mkldnn", True)
             count += 1
     return count
+
+
+# Under PIR, a `pd_op.<name>` in inference mode becomes `onednn_op.<name>`: the attributes it keeps
+# (bound from the matched op), its inputs and outputs, in Paddle 3.3.1's op definitions. The oneDNN
+# op's extra attributes get the values Paddle's own onednn_placement_pass gives them. That pass
+# rewrites EVERY op it knows, training ops included, and sets their is_test (the student's BN
+# would stop using batch statistics), so the teacher's ops are rewritten by these patterns instead.
+_CONV_ATTRS = ("strides", "paddings", "padding_algorithm", "dilations", "groups", "data_format")
+_PIR_ONEDNN_OPS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "conv2d": (_CONV_ATTRS, ("x", "w"), ("out",)),
+    "depthwise_conv2d": (_CONV_ATTRS, ("x", "w"), ("out",)),
+    "batch_norm_": (("is_test", "momentum", "epsilon", "data_format", "use_global_stats",
+                     "trainable_statistics"), ("x", "mean", "var", "scale", "bias"),
+                    ("out", "mean_out", "var_out", "saved_mean", "saved_var", "reserve")),
+    "relu": ((), ("x",), ("out",)),
+    "relu6": ((), ("x",), ("out",)),
+}
+
+
+def _onednn_extras(res: Any, name: str) -> dict[str, Any]:
+    b, f32, s = res.BoolAttr, res.Float32Attr, res.StrAttr
+    conv = {"is_test": b(True), "mkldnn_data_type": s("float32"), "onednn_data_type": s(""),
+            "force_fp32_output": b(False)}
+    if name == "conv2d":
+        return conv
+    if name == "depthwise_conv2d":
+        return {**conv, "fuse_activation": s(""), "fuse_alpha": f32(0.0), "fuse_beta": f32(0.0),
+                "fuse_relu": b(False), "fuse_relu_before_depthwise_conv": b(False),
+                "fuse_residual_connection": b(False), "use_addto": b(False),
+                "use_quantizer": b(False), "scale_in": f32(1.0), "scale_out": f32(1.0),
+                "scale_in_eltwise": f32(1.0), "scale_weights": res.VectorFloat32Attr([1.0])}
+    if name == "batch_norm_":
+        return {"fuse_with_relu": b(False)}
+    if name == "relu":
+        return {"mkldnn_data_type": s("float32"), "onednn_data_type": s("")}
+    return {"threshold": f32(6.0)}  # relu6
+
+
+def _place_on_onednn(program: Any, prefix: str) -> int:
+    paddle = import_paddle()
+    pir = paddle.base.libpaddle.pir
+    teacher = _pir_teacher_ops(program, prefix)
+    manager = pir.PassManager(opt_level=4)
+    for name, (attrs, inputs, outputs) in _PIR_ONEDNN_OPS.items():
+        ctx = pir.DrrPatternContext()
+        src = ctx.SourcePattern()
+        src.Op(f"pd_op.{name}", {a: src.Attr(a) for a in attrs})(
+            [src.Tensor(t) for t in inputs], [src.Tensor(t) for t in outputs])
+        # The matched op is the one defining "out"; op ids are stable, Python Values are not.
+        src.AddConstraint(lambda match: match.Tensor("out").get_defining_op().id() in teacher)
+        res = src.ResultPattern()
+        res.Op(f"onednn_op.{name}", {**{a: src.Attr(a) for a in attrs}, **_onednn_extras(res, name)})(
+            [res.Tensor(t) for t in inputs], [res.Tensor(t) for t in outputs])
+        manager.register_pass(f"segdistill_teacher_onednn_{name}", ctx)
+    manager.run(program)
+    wanted = {f"onednn_op.{name}" for name in _PIR_ONEDNN_OPS}
+    return sum(op.name() in wanted for op in program.global_block().ops)
+
+
+def _pir_teacher_ops(program: Any, prefix: str) -> set[int]:
+    """Ids of the PIR ops on the teacher's side: those reading a persistable named `prefix...`,
+    then (in program order) those whose every input comes from a teacher op or a constant. The
+    student's image is neither, so the student's ops, the losses that also read the student, the
+    adapters (their own parameters) and all gradient ops are not teacher ops."""
+    teacher: set[int] = set()
+    for op in program.global_block().ops:
+        inputs = op.operands_source()
+        if not inputs:
+            continue
+        makers = [v.get_defining_op() for v in inputs]
+        reads_teacher = any(v.persistable and v.name.startswith(prefix) for v in inputs)
+        from_teacher = all(m is not None and (m.id() in teacher or _is_constant(m)) for m in makers)
+        if reads_teacher or from_teacher:
+            teacher.add(op.id())
+    return teacher
+
+
+def _is_constant(op: Any) -> bool:
+    return op.num_operands() == 0 and op.name() not in ("pd_op.data", "builtin.parameter")
 
 
 def attach_teacher(configs: Configs, student: BuiltProgram, teacher: BuiltProgram, exe: Any,

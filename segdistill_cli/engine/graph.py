@@ -12,7 +12,8 @@ Under Paddle 3's PIR (programs built through recorded_programs.py) the same func
 merge-free one-program graph: the teacher is built into the student's program in inference mode
 with frozen parameters under the merged `teacher_` names (distill/teacher.py), the pairs resolve
 through the recorded legacy names, the same losses, CE and optimizer are appended, and the
-teacher's weights are loaded strictly after the startup run (docs/design.md "Paddle 3.x").
+teacher's weights are loaded strictly after the startup run, then its ops are put on oneDNN
+(docs/design.md "Paddle 3.x").
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from ..config import Configs
 from ..distill.build import DistillLosses, add_distill_losses
 from ..distill.pairs import ResolvedPair, resolve_pairs
 from ..distill.teacher import (TEACHER_PREFIX, attach_teacher, build_teacher_program,
-                               check_teacher_frozen, load_teacher_in_place, teacher_lookup)
+                               check_teacher_frozen, load_teacher_in_place, teacher_lookup,
+                               use_teacher_kernels)
 from ..launcher import RunContext, distributed_optimizer, launch_log_dir
 from ..paddle_env import import_paddle
 from ..program_vars import is_pir_program, parameters
@@ -157,6 +159,8 @@ def build_train_graph(configs: Configs, ctx: RunContext, train_total_images: int
     if distill is not None and pir:
         # PIR: the startup just gave the teacher's parameters random values.
         load_teacher_in_place(configs, student.main, scope, place, log)
+        if isinstance(place, paddle.CPUPlace):  # oneDNN is a CPU library
+            use_teacher_kernels(student.main)
     return TrainGraph(student, teacher, scope, place, exe, label, mask, ce, distill, total,
                       scheduler, pairs or [], coverage, getattr(optimizer, "report", None))
 
