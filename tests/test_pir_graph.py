@@ -249,3 +249,45 @@ def test_frozen_check_refuses_backward_through_the_teacher_and_writes_to_it():
     with pytest.raises(SegDistillError, match=r"op 'pd_op.assign_out_' writes teacher weights: "
                                               r"teacher_w"):
         check_teacher_frozen(_toy_pir_program(through_teacher=False, overwrite_teacher=True))
+
+# ---- the teacher's kernels ---------------------------------------------------------------------
+
+def _op_counts(graph) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for op in graph.main.global_block().ops:
+        counts[op.name()] = counts.get(op.name(), 0) + 1
+    return counts
+
+
+@on_pir_3
+def test_only_the_teachers_ops_run_on_onednn(tmp_path, monkeypatch):
+    """In the one-program graph the teacher's conv/BN/ReLU ops are rewritten into Paddle's oneDNN
+    dialect, every one of them (as many as the teacher program alone has) and nothing else: the
+    student's forward ops, its gradient ops and the optimizer keep Paddle's kernels (oneDNN's
+    placement would set is_test on the student's BN). SEGDISTILL_ONEDNN=0 is the control; the
+    first step's terms agree within float noise."""
+    from segdistill_cli.distill.teacher import _PIR_ONEDNN_OPS
+    from segdistill_cli.programs import build_teacher
+
+    if not paddle.base.core.is_compiled_with_mkldnn():
+        pytest.skip("this Paddle is built without oneDNN")
+    monkeypatch.setenv("SEGDISTILL_ONEDNN", "0")
+    plain = build("demo", tmp_path / "plain")
+    plain_counts, plain_terms = _op_counts(plain), run_steps(plain, 1)[0]
+    monkeypatch.setenv("SEGDISTILL_ONEDNN", "1")
+    fast = build("demo", tmp_path / "fast")
+    counts, terms = _op_counts(fast), run_steps(fast, 1)[0]
+    teacher_alone = build_teacher(case_configs("demo", tmp_path / "t", tmp_path / "r").teacher,
+                                  [-1, 3, 64, 64])
+    alone = {}
+    for op in teacher_alone.main.global_block().ops:
+        alone[op.name()] = alone.get(op.name(), 0) + 1
+    assert not any(name.startswith("onednn_op.") for name in plain_counts)
+    for name in _PIR_ONEDNN_OPS:
+        assert counts.get(f"onednn_op.{name}", 0) == alone[f"pd_op.{name}"] > 0, name
+        assert counts.get(f"pd_op.{name}", 0) + counts[f"onednn_op.{name}"] == plain_counts[f"pd_op.{name}"]
+    rewritten = {f"pd_op.{n}" for n in _PIR_ONEDNN_OPS} | {f"onednn_op.{n}" for n in _PIR_ONEDNN_OPS}
+    others = {k: v for k, v in counts.items() if k not in rewritten}
+    assert others == {k: v for k, v in plain_counts.items() if k not in rewritten}
+    assert not any(name.startswith("onednn_op.") for name in others)  # no gradient op, say
+    assert all(_relative(terms[k], plain_terms[k]) <= 1e-5 for k in terms), (terms, plain_terms)

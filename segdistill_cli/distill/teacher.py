@@ -276,6 +276,8 @@ def _onednn_extras(res: Any, name: str) -> dict[str, Any]:
 def _place_on_onednn(program: Any, prefix: str) -> int:
     paddle = import_paddle()
     pir = paddle.base.libpaddle.pir
+    if _backward_reads(program, prefix):
+        return 0  # a teacher that trains (never in a run: check_teacher_frozen) keeps its kernels
     teacher = _pir_teacher_ops(program, prefix)
     manager = pir.PassManager(opt_level=4)
     for name, (attrs, inputs, outputs) in _PIR_ONEDNN_OPS.items():
@@ -310,6 +312,14 @@ def _pir_teacher_ops(program: Any, prefix: str) -> set[int]:
         if reads_teacher or from_teacher:
             teacher.add(op.id())
     return teacher
+
+
+def _backward_reads(program: Any, prefix: str) -> bool:
+    """Whether a gradient op reads a `prefix...` persistable: backward runs through the teacher,
+    and its gradient ops need what only the training-mode forward ops produce."""
+    return any(op.name().endswith("_grad") and
+               any(v.persistable and v.name.startswith(prefix) for v in op.operands_source())
+               for op in program.global_block().ops)
 
 
 def _is_constant(op: Any) -> bool:
