@@ -13,9 +13,11 @@ interleaves rounds across the stacks (legacy, PIR in even rounds, PIR, legacy in
 worker running `--steps` steps on one fixed random batch while the others sleep on a pipe, so load
 changes on a shared machine hit both stacks alike. Every worker runs with `--threads` threads
 (OMP_NUM_THREADS, MKL_NUM_THREADS, FLAGS_paddle_num_threads). Reported per variant and stack:
-median ms/step (IQR), the PIR / legacy ratio of the medians (goal <= 1.05 for distill) and of
+median ms/step (IQR), CPU seconds per wall second of the timed steps (> 1: more than one
+core in use), the PIR / legacy ratio of the medians (goal <= 1.05 for distill) and of
 each round's medians (the spread), the teacher ops on oneDNN kernels, and the worker's peak RSS
-(VmHWM: build + warm-up + all steps of that one variant). `--pir-plain` adds a third stack, PIR
+(VmHWM: build + warm-up + all steps of that one variant; the random teacher checkpoint both
+stacks load is written once beforehand, by a process of its own). `--pir-plain` adds a third stack, PIR
 with SEGDISTILL_ONEDNN=0 (the teacher on Paddle's plain kernels). Writes <out>.json and <out>.md.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,28 +43,46 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "FLAGS_paddle_num_threads")
 
 # ---- worker: runs inside one stack's interpreter --------------------------------------------------
 
-def worker(pair: str, variant: str, warmup: int) -> None:
+def write_teacher(pair: str, folder: str) -> None:
+    """Write the pair's random teacher checkpoint (its own process: building the teacher's
+    training graph to save it must not count in a worker's peak memory); print its path."""
+    import _common as C
+
+    _answer({"teacher_dir": str(C.write_random_teacher(C.pair_configs(pair), Path(folder)))})
+
+
+def worker(pair: str, variant: str, teacher_dir: str, warmup: int) -> None:
     """Build one step, warm it up, then answer `run K` (K step times) and `quit` (peak RSS) on
     stdin/stdout, one JSON line per answer."""
     import _common as C
 
-    with C.temp_dir("segdistill-stack-") as tmp:
-        teacher_dir = C.write_random_teacher(C.pair_configs(pair), tmp)
-        configs = C.pair_configs(pair, str(teacher_dir))
-        step = C.teacher_inference_step(configs) if variant == "teacher" else \
-            C.train_step(configs, variant == "distill")
-        built_mb = _peak_mb()
-        C.time_once(step, warmup)
-        paddle = C.import_paddle()
-        _answer({"ready": True, "machine": C.machine(), "paddle": paddle.__version__,
-                 "onednn_ops": onednn_ops(step.program), "built_mb": built_mb})
-        for line in sys.stdin:
-            command = line.split()
-            if command[:1] == ["run"]:
-                _answer({"times": C.time_once(step, int(command[1]))})
-            elif command[:1] == ["quit"]:
-                break
+    configs = C.pair_configs(pair, teacher_dir)
+    step = C.teacher_inference_step(configs) if variant == "teacher" else \
+        C.train_step(configs, variant == "distill")
+    built_mb = _peak_mb()
+    C.time_once(step, warmup)
+    paddle = C.import_paddle()
+    _answer({"ready": True, "machine": C.machine(), "paddle": paddle.__version__,
+             "onednn_ops": onednn_ops(step.program), "built_mb": built_mb})
+    for line in sys.stdin:
+        command = line.split()
+        if command[:1] == ["run"]:
+            _answer(_timed(step, int(command[1])))
+        elif command[:1] == ["quit"]:
+            break
     _answer({"peak_mb": _peak_mb()})
+
+
+def _timed(step: Any, steps: int) -> dict[str, list[float]]:
+    """Wall seconds per step, and CPU seconds of this process per step (all its threads: more
+    than the wall time means the step used more than one core)."""
+    wall, cpu = [], []
+    for _ in range(steps):
+        w, c = time.perf_counter(), time.process_time()
+        step()
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.process_time() - c)
+    return {"times": wall, "cpu": cpu}
 
 
 def onednn_ops(program: Any) -> int:
@@ -93,13 +114,15 @@ class Worker:
     """One stack's worker process for one pair and variant."""
 
     def __init__(self, stack: str, python: str, env: dict[str, str], pair: str, variant: str,
-                 warmup: int) -> None:
+                 teacher_dir: str, warmup: int) -> None:
         self.stack, self.variant = stack, variant
         self.proc = subprocess.Popen(
-            [python, __file__, "--worker", variant, "--pair", pair, "--warmup", str(warmup)],
+            [python, __file__, "--worker", variant, "--pair", pair, "--teacher-dir", teacher_dir,
+             "--warmup", str(warmup)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
         self.info: dict[str, Any] = {}
         self.times: list[float] = []
+        self.cpu: list[float] = []  # CPU seconds per step
         self.rounds: list[float] = []  # each round's median
 
     def read(self) -> dict:
@@ -114,9 +137,10 @@ class Worker:
     def run(self, steps: int) -> None:
         self.proc.stdin.write(f"run {steps}\n")
         self.proc.stdin.flush()
-        times = self.read()["times"]
-        self.times += times
-        self.rounds.append(statistics.median(times))
+        answer = self.read()
+        self.times += answer["times"]
+        self.cpu += answer["cpu"]
+        self.rounds.append(statistics.median(answer["times"]))
 
     def finish(self) -> None:
         self.proc.stdin.write("quit\n")
@@ -134,7 +158,17 @@ def stack_env(threads: int, onednn: bool) -> dict[str, str]:
 
 def bench_pair(pair: str, stacks: dict[str, tuple[str, dict]], variants: list[str],
                rounds: int, steps: int, warmup: int) -> dict[str, Any]:
-    workers = {(stack, v): Worker(stack, python, env, pair, v, warmup)
+    with tempfile.TemporaryDirectory(prefix="segdistill-stack-") as tmp:
+        python, env = stacks["legacy"]  # one teacher for all: the weight format is the same
+        out = subprocess.run([python, __file__, "--write-teacher", tmp, "--pair", pair], env=env,
+                             cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout
+        teacher_dir = json.loads(out.strip().splitlines()[-1])["teacher_dir"]
+        return _interleaved(pair, stacks, variants, rounds, steps, warmup, teacher_dir)
+
+
+def _interleaved(pair: str, stacks: dict[str, tuple[str, dict]], variants: list[str],
+                 rounds: int, steps: int, warmup: int, teacher_dir: str) -> dict[str, Any]:
+    workers = {(stack, v): Worker(stack, python, env, pair, v, teacher_dir, warmup)
                for v in variants for stack, (python, env) in stacks.items()}
     try:
         for w in workers.values():  # built in parallel; building is not timed
@@ -162,6 +196,7 @@ def bench_pair(pair: str, stacks: dict[str, tuple[str, dict]], variants: list[st
 def _summary(w: Worker) -> dict[str, Any]:
     median, q1, q3 = median_spread(w.times)
     return {"median_ms": 1000 * median, "iqr_ms": [1000 * q1, 1000 * q3], "n": len(w.times),
+            "cpu_per_wall": sum(w.cpu) / sum(w.times),
             "round_medians_ms": [1000 * t for t in w.rounds], "peak_mb": w.info.get("peak_mb"),
             "built_mb": w.info.get("built_mb"), "onednn_ops": w.info.get("onednn_ops"),
             "paddle": w.info.get("paddle"), "machine": w.info.get("machine")}
@@ -178,7 +213,8 @@ def markdown(results: list[dict], stacks: list[str], args: argparse.Namespace) -
     others = [s for s in stacks if s != "legacy"]
     head = ["pair", "step"] + [f"{s} ms/step" for s in stacks] + \
         [f"{s} / legacy (rounds min–max)" for s in others] + \
-        [f"peak RSS {s}" for s in stacks] + [f"oneDNN ops {s}" for s in stacks]
+        [f"peak RSS {s}" for s in stacks] + [f"CPU/wall {s}" for s in stacks] + \
+        [f"oneDNN ops {s}" for s in stacks]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for result in results:
         _, _, (w, h), batch = PAIRS[result["pair"]]
@@ -192,6 +228,7 @@ def markdown(results: list[dict], stacks: list[str], args: argparse.Namespace) -
                 cells.append(f"**{r['ratio']:.3f}** ({min(r['per_round']):.3f}–"
                              f"{max(r['per_round']):.3f})")
             cells += [f"{per_stack[s]['peak_mb']:.0f} MB" for s in stacks]
+            cells += [f"{per_stack[s]['cpu_per_wall']:.2f}" for s in stacks]
             cells += [str(per_stack[s]["onednn_ops"]) for s in stacks]
             lines.append("| " + " | ".join(cells) + " |")
     loads = ", ".join(f"{r['pair']}: {r['load_before'][0]:.2f} → {r['load_after'][0]:.2f}"
@@ -218,9 +255,14 @@ def main() -> int:
                         help="also PIR with SEGDISTILL_ONEDNN=0 (the teacher on plain kernels)")
     parser.add_argument("--out", default="", help="write <out>.json and <out>.md")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--teacher-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--write-teacher", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write_teacher:
+        write_teacher(args.pair, args.write_teacher)
+        return 0
     if args.worker:
-        worker(args.pair, args.worker, args.warmup)
+        worker(args.pair, args.worker, args.teacher_dir, args.warmup)
         return 0
     variants = [v for v in args.variants.split(",") if v]
     if not (args.legacy_python and args.pir_python) or not set(variants) <= set(VARIANTS):
@@ -243,7 +285,8 @@ def main() -> int:
               "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
               # (not the interpreters' paths: the workers report their Paddle versions)
               "args": {k: v for k, v in vars(args).items()
-                       if k not in ("worker", "legacy_python", "pir_python")},
+                       if k not in ("worker", "teacher_dir", "write_teacher", "legacy_python",
+                                    "pir_python")},
               "results": results,
               "ratios": {r["pair"]: {v: {s: ratios(r, v, s) for s in stacks if s != "legacy"}
                                      for v in r["variants"]} for r in results}}
