@@ -58,7 +58,8 @@ NEEDS_TEACHER_CFG = "distillation needs --teacher-cfg (or pass --no-teacher)"
 # ignores align_corners (logits 1.6 % off). Not training programs: Paddle 2.6's oneDNN training
 # fails ("could not create a primitive descriptor for a reorder primitive"). Not eval, predict or
 # export: they must agree pixel for pixel, and oneDNN's rounding flips the argmax of rare
-# near-ties. On a GPU place the attribute is ignored. SEGDISTILL_ONEDNN=0 turns it off.
+# near-ties. On a GPU place the attribute is ignored (PIR: not applied, engine/graph.py).
+# SEGDISTILL_ONEDNN=0 turns it off. Under PIR the same ops, by their PIR names (_PIR_ONEDNN_OPS).
 ONEDNN_INFERENCE_OPS = frozenset({"conv2d", "depthwise_conv2d", "batch_norm", "relu", "relu6"})
 
 
@@ -237,7 +238,8 @@ def use_teacher_kernels(program: Any, first_op: int = 0, prefix: str = TEACHER_P
     return count
 
 
-# Under PIR, a `pd_op.<name>` in inference mode becomes `onednn_op.<name>`: the attributes it keeps
+# Under PIR, a `pd_op.<name>` in inference mode becomes `onednn_op.<name>` (the ONEDNN_INFERENCE_OPS;
+# BN's PIR op is the in-place `batch_norm_`): the attributes it keeps
 # (bound from the matched op), its inputs and outputs, in Paddle 3.3.1's op definitions. The oneDNN
 # op's extra attributes get the values Paddle's own onednn_placement_pass gives them. That pass
 # rewrites EVERY op it knows, training ops included, and sets their is_test (the student's BN
