@@ -285,8 +285,8 @@ def main() -> int:
               "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
               # (not the interpreters' paths: the workers report their Paddle versions)
               "args": {k: v for k, v in vars(args).items()
-                       if k not in ("worker", "teacher_dir", "write_teacher", "legacy_python",
-                                    "pir_python")},
+                       if k not in ("worker", "teacher_dir", "write_teacher", "out",
+                                    "legacy_python", "pir_python")},
               "results": results,
               "ratios": {r["pair"]: {v: {s: ratios(r, v, s) for s in stacks if s != "legacy"}
                                      for v in r["variants"]} for r in results}}
