@@ -17,8 +17,9 @@ median ms/step (IQR), CPU seconds per wall second of the timed steps (> 1: more 
 core in use), the PIR / legacy ratio of the medians (goal <= 1.05 for distill) and of
 each round's medians (the spread), the teacher ops on oneDNN kernels, and the worker's peak RSS
 (VmHWM: build + warm-up + all steps of that one variant; the random teacher checkpoint both
-stacks load is written once beforehand, by a process of its own). `--pir-plain` adds a third stack, PIR
-with SEGDISTILL_ONEDNN=0 (the teacher on Paddle's plain kernels). Writes <out>.json and <out>.md.
+stacks load is written once beforehand, by a process of its own). `--pir-plain` adds a third
+stack, PIR with SEGDISTILL_ONEDNN=0 (the teacher on Paddle's plain kernels). Writes <out>.json
+and <out>.md.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ VARIANTS = ("distill", "student", "teacher")
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "FLAGS_paddle_num_threads")
 
 
-# ---- worker: runs inside one stack's interpreter --------------------------------------------------
+# ---- worker: runs inside one stack's interpreter ------------------------------------------------
 
 def write_teacher(pair: str, folder: str) -> None:
     """Write the pair's random teacher checkpoint (its own process: building the teacher's
@@ -108,7 +109,7 @@ def _answer(record: dict) -> None:
     print(json.dumps(record), flush=True)
 
 
-# ---- driver --------------------------------------------------------------------------------------
+# ---- driver ------------------------------------------------------------------------------------
 
 class Worker:
     """One stack's worker process for one pair and variant."""

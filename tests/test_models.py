@@ -349,7 +349,8 @@ def test_onednn_inference_programs_match_plain_kernels(monkeypatch):
         count = use_teacher_kernels(teacher.main, prefix="")  # the program is the teacher alone
         marked = _onednn_ops(teacher.main)
         assert count == len(marked) == (len(candidates) if flag == "1" else 0)
-        assert {m.replace("onednn_op.", "") for m in marked} <= ONEDNN_INFERENCE_OPS | {"batch_norm_"}
+        kinds = {m.replace("onednn_op.", "") for m in marked}
+        assert kinds <= ONEDNN_INFERENCE_OPS | {"batch_norm_"}
         with paddle.static.scope_guard(scope):  # (PIR's executor also reads the global scope)
             (logits,) = exe.run(teacher.main, feed={"image": image},
                                 fetch_list=[teacher.logits], scope=scope)

@@ -238,9 +238,9 @@ def use_teacher_kernels(program: Any, first_op: int = 0, prefix: str = TEACHER_P
     return count
 
 
-# Under PIR, a `pd_op.<name>` in inference mode becomes `onednn_op.<name>` (the ONEDNN_INFERENCE_OPS;
-# BN's PIR op is the in-place `batch_norm_`): the attributes it keeps
-# (bound from the matched op), its inputs and outputs, in Paddle 3.3.1's op definitions. The oneDNN
+# Under PIR, a `pd_op.<name>` in inference mode becomes `onednn_op.<name>` (ONEDNN_INFERENCE_OPS;
+# BN's PIR op is the in-place `batch_norm_`): the attributes it keeps (bound from the matched
+# op), its inputs and outputs, in Paddle 3.3.1's op definitions. The oneDNN
 # op's extra attributes get the values Paddle's own onednn_placement_pass gives them. That pass
 # rewrites EVERY op it knows, training ops included, and sets their is_test (the student's BN
 # would stop using batch statistics), so the teacher's ops are rewritten by these patterns instead.
@@ -290,7 +290,8 @@ def _place_on_onednn(program: Any, prefix: str) -> int:
         # The matched op is the one defining "out"; op ids are stable, Python Values are not.
         src.AddConstraint(lambda match: match.Tensor("out").get_defining_op().id() in teacher)
         res = src.ResultPattern()
-        res.Op(f"onednn_op.{name}", {**{a: src.Attr(a) for a in attrs}, **_onednn_extras(res, name)})(
+        kept = {a: src.Attr(a) for a in attrs}
+        res.Op(f"onednn_op.{name}", {**kept, **_onednn_extras(res, name)})(
             [res.Tensor(t) for t in inputs], [res.Tensor(t) for t in outputs])
         manager.register_pass(f"segdistill_teacher_onednn_{name}", ctx)
     manager.run(program)
