@@ -14,8 +14,10 @@ from types import ModuleType
 
 # Paddle's C++ side logs INFO lines ("New Executor is Running") to stderr; keep warnings and errors.
 os.environ.setdefault("GLOG_minloglevel", "2")
-# PaddleSlim's import chain triggers this setuptools notice in the middle of command output.
+# PaddleSlim's import chain triggers these setuptools notices in the middle of command output (the
+# second with setuptools 81, the last to have pkg_resources, which PaddleSlim 2.6.0 imports).
 warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated as an API")
 # Paddle 3 warns at import that ccache (for compiling custom C++ ops, never used here) is missing.
 warnings.filterwarnings("ignore", message="No ccache found")
 # Paddle 3, once per run: the CE keeps the legacy op (engine/seg_loss.py: pixel-wise, class axis 1,
