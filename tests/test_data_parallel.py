@@ -337,7 +337,10 @@ def _free_port() -> int:
 
 def test_a_killed_worker_ends_the_job_leaving_complete_checkpoints(two_workers, data,
                                                                    teacher_dir, tmp_path):
-    """(Resuming with 2 workers: the preemption test below, from the checkpoint it leaves.)"""
+    """(Resuming with 2 workers: the preemption test below, from the checkpoint it leaves.)
+    The error names the rank Paddle's launcher saw fail first: usually the killed rank 1 (exit
+    -9), but rank 0 can fail first on the all-reduce its peer no longer answers (exit 1): seen
+    once on Python 3.13 under PIR, where the peer's loss is noticed through the TCP store."""
     save = tmp_path / "run"
     argv = train_argv(data, teacher_dir, save, "--cpu", "--nproc", "2", "--no-eval",
                       "--seed", str(two_workers["seed"]))
@@ -345,8 +348,10 @@ def test_a_killed_worker_ends_the_job_leaving_complete_checkpoints(two_workers, 
     killed = time.monotonic()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and time.monotonic() - killed < 60
-    log = save / "launch_logs" / "workerlog.1"
-    assert f"error: worker rank 1 failed (exit code -9); its log: {log}" in err.splitlines()
+    logs = save / "launch_logs"
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors in ([f"error: worker rank 1 failed (exit code -9); its log: {logs / 'workerlog.1'}"],
+                      [f"error: worker rank 0 failed (exit code 1); its log: {logs / 'workerlog.0'}"]), err
     # Whatever rank 0 was doing when it was stopped, every checkpoint folder is complete.
     folders = [p for p in save.iterdir() if p.is_dir() and p.name.isdigit()]
     assert folders and all((p / "meta.json").is_file() for p in folders)
